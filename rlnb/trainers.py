@@ -1,0 +1,151 @@
+"""TRL ``GRPOTrainer`` subclasses that record what the notebooks plot.
+
+:class:`RecordingGRPOTrainer` is TRL's trainer unchanged in what it optimises;
+it adds, every step, per-level accuracy, step-writing, completion length split
+by correctness (the Dr. GRPO length bias shows there), the token-entropy
+distribution and the covariance between token log-probability and advantage
+(Cui et al. 2025). :class:`TidyMetricsCallback` appends every logged value to a
+tidy ``metrics.csv`` (``step, metric, level, value``) as it is logged, so an
+interrupted run loses nothing it had logged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from trl import GRPOTrainer
+
+from rlnb.metrics import centered_logp_adv_cov, masked_mean
+from rlnb.verify import parse_completion
+
+METRICS_FILE = "metrics.csv"
+SAMPLES_FILE = "completions.jsonl"
+_LEVEL_KEY = re.compile(r"^(?P<metric>.+)/level_(?P<level>\d+)$")
+
+
+class RecordingGRPOTrainer(GRPOTrainer):
+    """GRPO exactly as TRL computes it, plus the diagnostics of notebooks 01 and 03.
+
+    Datasets must carry ``answer`` and ``level`` columns (as
+    :func:`rlnb.experiments.world_dataset` builds them). ``sample_every``
+    steps, one prompt's whole group is written to ``completions.jsonl``.
+    """
+
+    def __init__(self, *args: Any, sample_every: int = 10, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sample_every = sample_every
+        self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ rollouts
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        if self.model.training:
+            self._record_rollouts(inputs, output)
+        return output
+
+    def _record_rollouts(self, inputs: list[dict[str, Any]], output: dict[str, Any]) -> None:
+        ids, mask = output["completion_ids"], output["completion_mask"]
+        texts = self.processing_class.batch_decode(ids * mask, skip_special_tokens=True)
+        lengths = mask.sum(-1).tolist()
+        parsed = [parse_completion(t) for t in texts]
+        correct = [p.answer == int(x["answer"]) for p, x in zip(parsed, inputs)]
+        by_level: dict[int, list[int]] = {}
+        for i, x in enumerate(inputs):
+            by_level.setdefault(int(x["level"]), []).append(i)
+        metrics = self._metrics["train"]
+        for level, rows in sorted(by_level.items()):
+            metrics[f"accuracy/level_{level}"].append(sum(correct[i] for i in rows) / len(rows))
+            metrics[f"steps_used/level_{level}"].append(sum(parsed[i].wrote_steps for i in rows) / len(rows))
+            metrics[f"length/level_{level}"].append(sum(lengths[i] for i in rows) / len(rows))
+        for name, keep in (("length_correct", True), ("length_incorrect", False)):
+            sel = [lengths[i] for i in range(len(texts)) if correct[i] == keep]
+            if sel:
+                metrics[name].append(sum(sel) / len(sel))
+        step = self.state.global_step
+        if step % self.sample_every == 0:
+            self._write_samples(step, inputs, texts, correct, output["advantages"].tolist())
+
+    def _write_samples(
+        self, step: int, inputs: list[dict[str, Any]], texts: list[str], correct: list[bool], adv: list[float]
+    ) -> None:
+        group = self.num_generations
+        path = Path(self.args.output_dir) / SAMPLES_FILE
+        with path.open("a") as f:
+            for i in range(min(group, len(texts))):
+                row = {"step": step, "level": int(inputs[i]["level"]), "prompt": inputs[i]["prompt"],
+                       "completion": texts[i], "correct": bool(correct[i]), "advantage": round(adv[i], 4)}
+                f.write(json.dumps(row) + "\n")
+
+    # ------------------------------------------------------------------ loss diagnostics
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
+        logps, entropies, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if kwargs.get("compute_entropy") and entropies is not None:
+            self._last_logps_entropies = (logps.detach(), entropies.detach())
+        return (logps, entropies, *rest)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        loss = super()._compute_loss(model, inputs)
+        if self.model.training and self._last_logps_entropies is not None:
+            self._record_token_diagnostics(inputs)
+        return loss
+
+    def _record_token_diagnostics(self, inputs: dict[str, Any]) -> None:
+        logps, entropies = self._last_logps_entropies
+        mask = inputs["completion_mask"].float()
+        adv = inputs["advantages"]
+        metrics = self._metrics["train"]
+        metrics["cov_logp_adv"].append(float(masked_mean(centered_logp_adv_cov(logps, adv, mask), mask)))
+        valid = entropies[mask.bool()]
+        if valid.numel():
+            for q in (0.1, 0.5, 0.9):
+                metrics[f"entropy_q{int(q * 100)}"].append(float(torch.quantile(valid.float(), q)))
+        metrics["logp_mean"].append(float(masked_mean(logps, mask)))
+        self._last_logps_entropies = None
+
+
+class TidyMetricsCallback(TrainerCallback):
+    """Append every logged scalar to ``<run>/metrics.csv`` as ``step, metric, level, value``.
+
+    Metric names ending in ``/level_N`` are split into the metric and its level,
+    so a notebook can plot per-level curves with one seaborn call.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "metric", "level", "value"])
+            for key, value in logs.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    continue
+                match = _LEVEL_KEY.match(key)
+                metric, level = (match["metric"], match["level"]) if match else (key, "")
+                writer.writerow([state.global_step, metric, level, value])
+
+
+def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
+    """Drop rows logged after ``last_step``: a resumed run re-logs them from its checkpoint."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= last_step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)

@@ -1,0 +1,324 @@
+"""The tiny reasoning world: digit-wise addition with a verifiable answer.
+
+A problem is the sum of two ``n``-digit numbers; ``n`` (2..6) is the difficulty
+level. The prompt is ``"47+85="``. A completion either answers directly
+(``"A132"``) or first works digit by digit from the right, carrying
+(``"7+5+0=12;4+8+1=13;A132"``), then answers.
+
+Why this world (see the field notes' calibration probes):
+
+* every step of the step-by-step trace is a single-digit sum with a carry, an
+  operation a 1M-parameter model learns almost without error, so a base that
+  *chooses* to write steps is reliable while one that answers directly guesses;
+* answers have ``n`` or ``n + 1`` digits, so guessing cannot reach pass@64 on
+  the hard levels: a level the base never saw worked out is truly outside its
+  support, while the expert solver (:func:`expert_trace`) solves every level.
+
+The pretraining corpus (:func:`corpus_document`) writes steps only a quarter of
+the time and only for ``n <= 3``, so the base model has the profile the papers
+study: low pass@1 and high pass@k on the easiest level (RL can sharpen it),
+nothing on levels 4+ (only off-policy guidance can reach them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+LEVELS: tuple[int, ...] = (2, 3, 4, 5, 6)
+"""Difficulty levels: the number of digits of each addend."""
+
+TASK_CHARS = "0123456789+=;A"
+"""Every character a prompt or a completion of the task uses."""
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+ANSWER_MARK = "A"
+STEP_SEP = ";"
+
+# A well-formed completion: zero or more digit steps, then the answer.
+# ASCII digits only: ``\d`` would also accept unicode digits such as "٣".
+_STEP = r"[0-9]\+[0-9]\+[01]=[0-9]{1,2}"
+FORMAT_RE = re.compile(rf"(?:{_STEP};)*A[0-9]{{1,8}}")
+STEPS_RE = re.compile(rf"(?:{_STEP};)+A")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One addition problem; ``answer`` is the exact integer sum."""
+
+    a: int
+    b: int
+    level: int
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.a}+{self.b}="
+
+    @property
+    def answer(self) -> int:
+        return self.a + self.b
+
+
+def is_test_pair(a: int, b: int) -> bool:
+    """Deterministic held-out split: one pair in five is reserved for evaluation.
+
+    A hash (not ``random``) so that the split is the same in every process and
+    every Python version, and training never sees an evaluation problem.
+    """
+    digest = hashlib.blake2b(f"{a}+{b}".encode(), digest_size=2).digest()
+    return int.from_bytes(digest, "big") % 5 == 0
+
+
+def sample_problem(level: int, rng: random.Random, split: str = "train") -> Problem:
+    """Draw one problem of ``level`` digits from the ``"train"`` or ``"test"`` split."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}: the world has levels {LEVELS}")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}: use 'train' or 'test'")
+    lo, hi = 10 ** (level - 1), 10**level - 1
+    while True:
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        if is_test_pair(a, b) == (split == "test"):
+            return Problem(a, b, level)
+
+
+def make_problems(
+    levels: Sequence[int], per_level: int, seed: int, split: str = "test"
+) -> list[Problem]:
+    """``per_level`` distinct problems for each level, in level order, seeded."""
+    rng = random.Random(f"{seed}-{split}")
+    problems: list[Problem] = []
+    for level in levels:
+        seen: set[tuple[int, int]] = set()
+        while len(seen) < per_level:
+            p = sample_problem(level, rng, split)
+            if (p.a, p.b) not in seen:
+                seen.add((p.a, p.b))
+                problems.append(p)
+    return problems
+
+
+def expert_trace(a: int, b: int) -> str:
+    """The expert solver: a correct digit-by-digit trace, right to left, then the answer.
+
+    This is the off-policy teacher of notebook 02, the stand-in for the
+    DeepSeek-R1 traces that LUFFY mixes into its groups.
+    """
+    da, db = str(a)[::-1], str(b)[::-1]
+    width = max(len(da), len(db))
+    steps, carry = [], 0
+    for i in range(width):
+        x = int(da[i]) if i < len(da) else 0
+        y = int(db[i]) if i < len(db) else 0
+        s = x + y + carry
+        steps.append(f"{x}+{y}+{carry}={s}")
+        carry = s // 10
+    return STEP_SEP.join(steps) + STEP_SEP + direct_answer(a, b)
+
+
+def direct_answer(a: int, b: int) -> str:
+    """The completion that states the answer without working."""
+    return f"{ANSWER_MARK}{a + b}"
+
+
+def uses_steps(completion: str) -> bool:
+    """Whether a completion starts by writing at least one digit step."""
+    return STEPS_RE.match(completion) is not None
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level Hugging Face fast tokenizer, built locally (no download).
+
+    Every task character is one token; a ``<s>`` is prepended to every encoded
+    text so that prompts tokenized by TRL look exactly like pretraining data.
+    The chat template simply concatenates message contents, so code that
+    formats conversational prompts (the ``gpu`` path) also runs on this model.
+    """
+    specials = [PAD, BOS, EOS, UNK]
+    vocab = {tok: i for i, tok in enumerate(specials + list(TASK_CHARS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        padding_side="left",
+        model_max_length=256,
+    )
+    fast.chat_template = (
+        "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    )
+    return fast
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class PretrainRecipe:
+    """Everything that determines the shipped base model; saved beside it."""
+
+    seed: int = 0
+    steps: int = 2500
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    corpus_levels: tuple[int, ...] = (2, 3, 4, 5)
+    step_levels: tuple[int, ...] = (2, 3)
+    step_fraction: float = 0.25
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_positions: int = 128
+
+
+def build_model(recipe: PretrainRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
+    """A freshly initialised tiny Qwen2 (a real transformers architecture, ~1M parameters)."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads,
+        max_position_embeddings=recipe.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(recipe.seed)
+    return Qwen2ForCausalLM(config)
+
+
+def corpus_document(rng: random.Random, recipe: PretrainRecipe) -> tuple[str, str]:
+    """One pretraining (prompt, completion) pair.
+
+    Steps are written ``step_fraction`` of the time, and only on
+    ``step_levels``; every other document states the answer directly. The
+    direct answers are correct, but a tiny model cannot compute a multi-digit
+    sum in one token-step, so it learns to *guess* plausible numbers: the
+    near-misses that give a high pass@k and a low pass@1.
+    """
+    level = rng.choice(recipe.corpus_levels)
+    p = sample_problem(level, rng, "train")
+    if level in recipe.step_levels and rng.random() < recipe.step_fraction:
+        return p.prompt, expert_trace(p.a, p.b)
+    return p.prompt, direct_answer(p.a, p.b)
+
+
+def encode_batch(
+    tokenizer: PreTrainedTokenizerFast, pairs: Sequence[tuple[str, str]]
+) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``attention_mask``/``labels``; the loss covers completions only."""
+    rows, labels = [], []
+    for prompt, completion in pairs:
+        p_ids = tokenizer(prompt)["input_ids"]
+        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(p_ids + c_ids)
+        labels.append([-100] * len(p_ids) + c_ids)
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+@dataclass
+class PretrainResult:
+    model: Qwen2ForCausalLM
+    tokenizer: PreTrainedTokenizerFast
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def pretrain_base(
+    recipe: PretrainRecipe | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> PretrainResult:
+    """The seeded recipe that made the shipped base: one call, CPU friendly.
+
+    Plain next-token pretraining (AdamW, linear warm-up then cosine decay) on
+    :func:`corpus_document` samples. When ``out_dir`` is given the model, the
+    tokenizer and the recipe are written there with ``save_pretrained``.
+    """
+    recipe = recipe or PretrainRecipe()
+    tokenizer = build_tokenizer()
+    model = build_model(recipe, tokenizer)
+    rng = random.Random(recipe.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        frac = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(range(recipe.steps), desc="pretraining", disable=not progress)
+    for step in bar:
+        batch = encode_batch(tokenizer, [corpus_document(rng, recipe) for _ in range(recipe.batch_size)])
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if on_step is not None:
+            on_step(step, losses[-1])
+    model.eval()
+    result = PretrainResult(model, tokenizer, losses, time.perf_counter() - start)
+    if out_dir is not None:
+        save_base(result, recipe, Path(out_dir))
+    return result
+
+
+def save_base(result: PretrainResult, recipe: PretrainRecipe, out_dir: Path) -> None:
+    """Write model, tokenizer and recipe in the standard ``save_pretrained`` layout."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(out_dir)
+    result.tokenizer.save_pretrained(out_dir)
+    meta = {"recipe": asdict(recipe), "seconds": round(result.seconds, 1),
+            "final_loss": sum(result.losses[-50:]) / max(1, len(result.losses[-50:]))}
+    (out_dir / "recipe.json").write_text(json.dumps(meta, indent=2))
+
+
+def iter_levels(levels: Sequence[int] | None = None) -> Iterator[int]:
+    """The requested levels, validated (all levels when ``None``)."""
+    for level in levels or LEVELS:
+        if level not in LEVELS:
+            raise ValueError(f"unknown level {level!r}: the world has levels {LEVELS}")
+        yield level
