@@ -93,3 +93,30 @@ def summarize(table: pd.DataFrame, ks: Sequence[int] = (1,)) -> pd.DataFrame:
             row[f"pass@{k}"] = float(np.mean(pass_at_k(grp["n"].to_numpy(), grp["correct"].to_numpy(), k)))
         out.append(row)
     return pd.DataFrame(out)
+
+
+PROFILE_FILE = "profile.json"
+
+
+def write_profile(model_dir: str | Path, per_level: int = 200, n: int = 64, seed: int = 2026) -> dict:
+    """Measure a model's per-level pass@1 (with its standard error) and store it beside the weights.
+
+    The shipped base carries this file so a test can check that the checkpoint
+    still reproduces the profile it was shipped with.
+    """
+    import json
+
+    from rlnb.models import load_model
+    from rlnb.world import LEVELS, make_problems
+
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    table = evaluate(model, tokenizer, make_problems(LEVELS, per_level, seed=seed), n, seed=seed, progress=False)
+    rate = table["correct"] / table["n"]
+    by_level = rate.groupby(table["level"])
+    profile = {
+        "problems_per_level": per_level, "samples": n, "seed": seed,
+        "pass@1": {str(k): round(float(v), 4) for k, v in by_level.mean().items()},
+        "pass@1_stderr": {str(k): round(float(v), 4) for k, v in by_level.sem().items()},
+    }
+    (Path(model_dir) / PROFILE_FILE).write_text(json.dumps(profile, indent=2))
+    return profile

@@ -34,5 +34,5 @@ def device_settings(preset: str) -> dict[str, Any]:
     """
     check_preset(preset)
     if preset == "gpu":
-        return {"use_cpu": False, "bf16": True, "gradient_checkpointing": True}
-    return {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "dataloader_num_workers": 0}
+        return {"use_cpu": False, "bf16": True, "activation_checkpointing": True}
+    return {"use_cpu": True, "bf16": False, "dataloader_num_workers": 0}
