@@ -34,6 +34,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlnb.completions import completion_text
+
 if TYPE_CHECKING:  # `datasets` takes a second to import; the worker process never needs it.
     import datasets
 
@@ -427,17 +429,6 @@ def verify_answer(prediction: str, gold: str, timeout_s: float = 2.0) -> bool:
 # ------------------------------------------------------------------------------ rewards
 
 
-def _completion_text(completion: Any) -> str:
-    """The text of a TRL completion: a str, or a conversation whose last message is the
-    model's. Anything else (None, a content-less message) reads as empty text."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Sequence) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content")
-        return content if isinstance(content, str) else ""
-    return ""
-
-
 def _gold_text(gold: Any) -> str:
     """Gold answers may arrive as numbers from a typed column; a missing one is empty."""
     return "" if gold is None else str(gold)
@@ -453,7 +444,7 @@ def math_accuracy_reward(completions: Sequence[Any], answer: Sequence[Any], **kw
     if len(completions) != len(answer):
         raise ValueError(f"got {len(completions)} completions but {len(answer)} gold answers")
     return [
-        1.0 if verify_answer(_completion_text(completion), _gold_text(gold)) else 0.0
+        1.0 if verify_answer(completion_text(completion), _gold_text(gold)) else 0.0
         for completion, gold in zip(completions, answer)
     ]
 
@@ -470,7 +461,7 @@ def _has_r1_format(text: str) -> bool:
 def math_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """TRL reward: 1.0 where the completion follows the R1 layout asked for by
     :data:`R1_SYSTEM_PROMPT` (reasoning in ``<think></think>``, then ``\\boxed{}``)."""
-    return [1.0 if _has_r1_format(_completion_text(completion)) else 0.0 for completion in completions]
+    return [1.0 if _has_r1_format(completion_text(completion)) else 0.0 for completion in completions]
 
 
 # --------------------------------------------------------------------------------- data
@@ -567,7 +558,7 @@ def _to_task_row(
         "problem": row[problem_column],
     }
     if trace_column is not None:
-        task_row["expert_trace"] = _trace_text(row[trace_column])
+        task_row["expert"] = _trace_text(row[trace_column])
     return task_row
 
 
@@ -585,7 +576,7 @@ def load_math_dataset(
     ``name_or_path`` is a Hub id, a .jsonl/.json/.parquet/.csv file, a folder of such
     files or a folder written by ``save_to_disk``. The result has the columns ``prompt``
     (conversational, see :func:`format_prompt`), ``answer`` (gold), ``problem`` and,
-    when ``trace_column`` is given, ``expert_trace`` (the off-policy trace LUFFY mixes
+    when ``trace_column`` is given, ``expert`` (the off-policy trace LUFFY mixes
     into each group). When there is no answer column, the gold is the last ``\boxed{}``
     of the solution column, as in MATH. ``limit`` keeps the first rows only. Rows left
     without a gold answer (or without a trace, when one is asked for) cannot be graded
@@ -613,7 +604,7 @@ def load_math_dataset(
         },
         remove_columns=raw.column_names,
     )
-    complete = rows.filter(lambda row: bool(row["answer"]) and bool(row.get("expert_trace", True)))
+    complete = rows.filter(lambda row: bool(row["answer"]) and bool(row.get("expert", True)))
     if len(complete) < len(rows):
         warnings.warn(
             f"{name_or_path!r}: dropped {len(rows) - len(complete)} of {len(rows)} rows without a "

@@ -37,22 +37,60 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all: checked first so that an offline
+    machine gets a clear error at once instead of a minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_model(
     name_or_path: str = TINY,
     device: str | None = None,
     dtype: torch.dtype | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model and tokenizer, with a clear error when the weights cannot be found or fetched."""
+    """Model and tokenizer, with a clear error when the weights cannot be found or fetched.
+
+    A hub id is served from the local cache when it is there; otherwise it is
+    fetched only if the hub is reachable.
+    """
     path = resolve_model_path(name_or_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    is_local = Path(path).exists()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or default_dtype(device))
-    except OSError as err:
+        return _load(path, device, dtype, local_files_only=True)
+    except OSError:
+        if is_local:
+            raise
+    if not hub_reachable():
         raise OSError(
-            f"could not load model {name_or_path!r}: {err}. Without a network a hub id cannot be fetched; "
-            "download it on a connected machine (`huggingface-cli download ID --local-dir DIR`) and pass DIR"
-        ) from None
+            f"cannot fetch model {name_or_path!r}: it is not in the local cache and this machine has no network. "
+            "Download it on a connected machine (`hf download ID --local-dir DIR`) and pass DIR as the model"
+        )
+    try:
+        return _load(path, device, dtype, local_files_only=False)
+    except OSError as err:
+        raise OSError(f"could not load model {name_or_path!r} from the hub: {err}") from None
+
+
+def _load(
+    path: str, device: str, dtype: torch.dtype | None, local_files_only: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype or default_dtype(device), local_files_only=local_files_only
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -28,6 +28,7 @@ from rlnb.train import RunConfig, build_trainer
 from rlnb.trainers import METRICS_FILE, truncate_metrics
 
 FINAL = "final"
+ADAPTER = "adapter"
 DONE = "done.json"
 
 
@@ -86,6 +87,22 @@ def load_or_train(
     return TrainedRun(model, tokenizer, load_metrics(folder), folder, trained, info)
 
 
+def _save_final(trainer, folder: Path) -> None:
+    """Write the final model; a LoRA run keeps its adapter and ships the merged model as ``final``.
+
+    Merging makes every later consumer (evaluation, pass@k, vLLM) treat a LoRA
+    run like any other ``save_pretrained`` folder.
+    """
+    from peft import PeftModel
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(str(folder / ADAPTER))
+        model = model.merge_and_unload()
+    model.save_pretrained(str(folder / FINAL))
+    trainer.processing_class.save_pretrained(str(folder / FINAL))
+
+
 def _train(cfg: RunConfig, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
@@ -99,8 +116,7 @@ def _train(cfg: RunConfig, folder: Path) -> None:
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
-    trainer.save_model(str(folder / FINAL))
-    trainer.processing_class.save_pretrained(str(folder / FINAL))
+    _save_final(trainer, folder)
     steps_done = trainer.state.global_step - (int(resume.name.split("-")[1]) if resume else 0)
     info = {"steps": trainer.state.global_step, "train_seconds": seconds,
             "seconds_per_step": seconds / max(1, steps_done), "resumed_from": resume.name if resume else None}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,17 @@ from trl import GRPOConfig
 from rlnb.models import TINY, load_model
 from rlnb.presets import device_settings
 from rlnb.trainers import RecordingGRPOTrainer, TidyMetricsCallback
-from rlnb.verify import accuracy_reward, format_reward
-from rlnb.world import sample_problem
+from rlnb.tasks import TASKS, get_task, math_training_dataset
+from rlnb.world import expert_trace, sample_problem
 
-METHODS = ("grpo",)
+METHODS: dict[str, str] = {
+    # method -> "module:TrainerClass"; each class accepts (model, processing_class, reward_funcs, args,
+    # train_dataset, callbacks, peft_config, **cfg.method_options) like TRL's GRPOTrainer.
+    "grpo": "rlnb.trainers:RecordingGRPOTrainer",
+    "cov": "rlnb.entropy_control:CovGRPOTrainer",  # Clip-Cov / KL-Cov (notebook 03)
+    "luffy": "rlnb.luffy:LuffyGRPOTrainer",  # mixed-policy GRPO (notebook 02)
+}
+"""Trainers are imported only when a run asks for them."""
 
 
 @dataclass
@@ -57,11 +65,22 @@ class RunConfig:
     format_reward_weight: float = 0.0
     save_steps: int = 50
     grpo: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None
+    task: str = "world"
+    dataset: str | None = None
+    dataset_split: str = "train"
+    trace_column: str | None = None
+    dataset_limit: int | None = None
 
     def __post_init__(self) -> None:
         self.levels = tuple(self.levels)
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}: choose one of {METHODS}")
+            raise ValueError(f"unknown method {self.method!r}: choose one of {sorted(METHODS)}")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: choose one of {TASKS}")
+        if self.task == "math" and not self.dataset:
+            raise ValueError("task 'math' needs `dataset`: a hub id or a local .jsonl/.parquet file or folder")
         unknown = set(self.grpo) - {f.name for f in dataclasses.fields(GRPOConfig)}
         if unknown:
             raise ValueError(f"not GRPOConfig options: {sorted(unknown)}")
@@ -82,11 +101,20 @@ class RunConfig:
 
 
 def world_dataset(levels: Sequence[int], size: int, seed: int) -> Dataset:
-    """Training prompts of the tiny world with the ``answer`` and ``level`` columns rewards use."""
+    """Training prompts of the tiny world with the columns rewards and trainers use.
+
+    ``answer`` and ``level`` feed the reward and the recording; ``expert`` is
+    the expert solver's trace, the off-policy guidance a LUFFY trainer splices in.
+    """
     rng = random.Random(f"train-{seed}")
     rows = [sample_problem(rng.choice(levels), rng, "train") for _ in range(size)]
     return Dataset.from_dict(
-        {"prompt": [p.prompt for p in rows], "answer": [p.answer for p in rows], "level": [p.level for p in rows]}
+        {
+            "prompt": [p.prompt for p in rows],
+            "answer": [p.answer for p in rows],
+            "level": [p.level for p in rows],
+            "expert": [expert_trace(p.a, p.b) for p in rows],
+        }
     )
 
 
@@ -119,18 +147,38 @@ def grpo_args(cfg: RunConfig, output_dir: str | Path) -> GRPOConfig:
     )
 
 
+def trainer_class(method: str) -> type[RecordingGRPOTrainer]:
+    """The trainer class registered for ``method`` in :data:`METHODS`."""
+    module, name = METHODS[method].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def lora_config(options: dict[str, Any]):
+    """PEFT ``LoraConfig`` from plain options (rank ``r``, ``lora_alpha``, ``lora_dropout``, ``target_modules``)."""
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", **options)
+
+
 def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
     """A ready-to-train TRL trainer whose metrics and checkpoints go to ``run_dir``."""
     model, tokenizer = load_model(cfg.model, device="cpu" if cfg.preset != "gpu" else None)
     args = grpo_args(cfg, run_dir)
-    dataset = world_dataset(cfg.levels, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
-    return RecordingGRPOTrainer(
+    task = get_task(cfg.task)
+    if cfg.task == "world":
+        dataset = world_dataset(cfg.levels, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
+    else:
+        dataset = math_training_dataset(cfg.dataset, cfg.dataset_split, cfg.trace_column, cfg.dataset_limit)
+    return trainer_class(cfg.method)(
         model=model,
         processing_class=tokenizer,
-        reward_funcs=[accuracy_reward, format_reward],
+        reward_funcs=list(task.reward_funcs),
+        task=task,
         args=args,
         train_dataset=dataset,
         callbacks=[TidyMetricsCallback(run_dir)],
+        peft_config=lora_config(cfg.lora) if cfg.lora else None,
+        **cfg.method_options,
     )
 
 

@@ -23,7 +23,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from trl import GRPOTrainer
 
 from rlnb.metrics import centered_logp_adv_cov, masked_mean
-from rlnb.verify import parse_completion
+from rlnb.tasks import WORLD, Task
 
 METRICS_FILE = "metrics.csv"
 SAMPLES_FILE = "completions.jsonl"
@@ -33,13 +33,15 @@ _LEVEL_KEY = re.compile(r"^(?P<metric>.+)/level_(?P<level>\d+)$")
 class RecordingGRPOTrainer(GRPOTrainer):
     """GRPO exactly as TRL computes it, plus the diagnostics of notebooks 01 and 03.
 
-    Datasets must carry ``answer`` and ``level`` columns (as
-    :func:`rlnb.experiments.world_dataset` builds them). ``sample_every``
-    steps, one prompt's whole group is written to ``completions.jsonl``.
+    Datasets carry an ``answer`` column, and a ``level`` column where the task
+    has levels (per-level metrics are recorded only then). ``task`` judges a
+    completion (the tiny world by default). Every ``sample_every`` steps, one
+    prompt's whole group is written to ``completions.jsonl``.
     """
 
-    def __init__(self, *args: Any, sample_every: int = 10, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, task: Task = WORLD, sample_every: int = 10, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.task = task
         self.sample_every = sample_every
         self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -54,15 +56,17 @@ class RecordingGRPOTrainer(GRPOTrainer):
         ids, mask = output["completion_ids"], output["completion_mask"]
         texts = self.processing_class.batch_decode(ids * mask, skip_special_tokens=True)
         lengths = mask.sum(-1).tolist()
-        parsed = [parse_completion(t) for t in texts]
-        correct = [p.answer == int(x["answer"]) for p, x in zip(parsed, inputs)]
+        correct = [self.task.is_correct(t, x["answer"]) for t, x in zip(texts, inputs)]
+        steps = [self.task.wrote_steps(t) for t in texts]
         by_level: dict[int, list[int]] = {}
         for i, x in enumerate(inputs):
-            by_level.setdefault(int(x["level"]), []).append(i)
+            level = _level_of(x)
+            if level is not None:
+                by_level.setdefault(level, []).append(i)
         metrics = self._metrics["train"]
         for level, rows in sorted(by_level.items()):
             metrics[f"accuracy/level_{level}"].append(sum(correct[i] for i in rows) / len(rows))
-            metrics[f"steps_used/level_{level}"].append(sum(parsed[i].wrote_steps for i in rows) / len(rows))
+            metrics[f"steps_used/level_{level}"].append(sum(steps[i] for i in rows) / len(rows))
             metrics[f"length/level_{level}"].append(sum(lengths[i] for i in rows) / len(rows))
         for name, keep in (("length_correct", True), ("length_incorrect", False)):
             sel = [lengths[i] for i in range(len(texts)) if correct[i] == keep]
@@ -79,7 +83,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
         path = Path(self.args.output_dir) / SAMPLES_FILE
         with path.open("a") as f:
             for i in range(min(group, len(texts))):
-                row = {"step": step, "level": int(inputs[i]["level"]), "prompt": inputs[i]["prompt"],
+                row = {"step": step, "level": _level_of(inputs[i]), "prompt": inputs[i]["prompt"],
                        "completion": texts[i], "correct": bool(correct[i]), "advantage": round(adv[i], 4)}
                 f.write(json.dumps(row) + "\n")
 
@@ -108,6 +112,15 @@ class RecordingGRPOTrainer(GRPOTrainer):
                 metrics[f"entropy_q{int(q * 100)}"].append(float(torch.quantile(valid.float(), q)))
         metrics["logp_mean"].append(float(masked_mean(logps, mask)))
         self._last_logps_entropies = None
+
+
+def _level_of(row: dict[str, Any]) -> int | None:
+    """The integer level of a row: the world's ``level``, or MATH's ``"Level 3"``; ``None`` if absent."""
+    value = row.get("level")
+    if isinstance(value, int):
+        return value
+    digits = re.findall(r"\d+", str(value)) if value is not None else []
+    return int(digits[0]) if digits else None
 
 
 class TidyMetricsCallback(TrainerCallback):

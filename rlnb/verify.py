@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rlnb.completions import completion_text
 from rlnb.world import FORMAT_RE, uses_steps
 
 MAX_ANSWER_DIGITS = 8
@@ -34,20 +35,6 @@ class ParsedCompletion:
     answer: int | None
     well_formed: bool
     wrote_steps: bool
-
-
-def completion_text(completion: Any) -> str:
-    """The text of a completion given as a string or as TRL's conversational list.
-
-    Anything else (``None``, numbers, malformed messages) becomes ``""`` so that
-    it scores 0 instead of raising inside a training step.
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content")
-        return content if isinstance(content, str) else ""
-    return ""
 
 
 def parse_completion(completion: Any) -> ParsedCompletion:

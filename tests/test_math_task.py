@@ -488,9 +488,9 @@ def test_load_math_dataset_with_expert_traces(tmp_path: Path) -> None:
     ]
     path = _write_jsonl(tmp_path / "openr1.jsonl", rows)
     dataset = load_math_dataset(str(path), trace_column="generations")
-    assert sorted(dataset.column_names) == ["answer", "expert_trace", "problem", "prompt"]
-    assert dataset["expert_trace"] == [r"<think>1+1</think>\boxed{2}", r"<think>1/2</think>\boxed{0.5}"]
-    assert math_accuracy_reward(completions=dataset["expert_trace"], answer=dataset["answer"]) == [1.0, 1.0]
+    assert sorted(dataset.column_names) == ["answer", "expert", "problem", "prompt"]
+    assert dataset["expert"] == [r"<think>1+1</think>\boxed{2}", r"<think>1/2</think>\boxed{0.5}"]
+    assert math_accuracy_reward(completions=dataset["expert"], answer=dataset["answer"]) == [1.0, 1.0]
 
 
 @pytest.mark.usefixtures("hf_cache")

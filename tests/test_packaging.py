@@ -58,8 +58,10 @@ def test_missing_model_path_is_named(tmp_path):
 
 
 def test_unfetchable_hub_id_explains_the_offline_fix(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match="without a network.*local"):
+    import rlnb.models
+
+    monkeypatch.setattr(rlnb.models, "hub_reachable", lambda timeout_s=3.0: False)
+    with pytest.raises(OSError, match="not-a-real-model-xyz.*no network.*local-dir DIR"):
         load_model("some-org/not-a-real-model-xyz")
 
 
