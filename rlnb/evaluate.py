@@ -8,7 +8,7 @@ recomputed from it without sampling again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -120,3 +120,68 @@ def write_profile(model_dir: str | Path, per_level: int = 200, n: int = 64, seed
     }
     (Path(model_dir) / PROFILE_FILE).write_text(json.dumps(profile, indent=2))
     return profile
+
+
+def render_prompt(prompt: Any, tokenizer: PreTrainedTokenizerBase) -> str:
+    """A prompt as text: conversational prompts go through the tokenizer's chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r} has no chat template, but the prompts are conversations: "
+            "use the model's instruct/chat tokenizer or plain-text prompts"
+        )
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def evaluate_dataset(
+    model: PreTrainedModel | str,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Any,
+    n: int,
+    *,
+    task: str = "math",
+    max_new_tokens: int = 1024,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 64,
+    backend: str = "hf",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-problem correct counts on a data set with ``prompt`` and ``answer`` columns (any task).
+
+    The defaults are the evaluation settings of Yue et al. and Tina (temperature
+    0.6, top-p 0.95). ``model`` may be a folder or hub id for the vLLM backend.
+    """
+    from rlnb.tasks import get_task
+
+    judge = get_task(task)
+    prompts = [render_prompt(p, tokenizer) for p in dataset["prompt"]]
+    rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=max_new_tokens, temperature=temperature,
+                      top_p=top_p, batch_size=batch_size, seed=seed, backend=backend, progress=progress)
+    answers = list(dataset["answer"])
+    correct = np.array([judge.is_correct(t, answers[i]) for t, i in zip(rollouts.texts, rollouts.prompt_index)])
+    counts = np.bincount(rollouts.prompt_index, weights=correct, minlength=len(prompts)).astype(int)
+    return pd.DataFrame({"problem": range(len(prompts)), "n": n, "correct": counts, "answer": answers})
+
+
+def pass_at_k_bands(
+    tables: dict[str, pd.DataFrame], ks: Sequence[int] | None = None, seed: int = 0, n_boot: int = 1000
+) -> pd.DataFrame:
+    """Bootstrap pass@k curves for several models' per-problem tables, per level.
+
+    Returns one row per (model, level, k) with ``pass_at_k, lo, hi``; every
+    table must have been sampled with the same ``n``.
+    """
+    from rlnb.metrics import bootstrap_pass_at_k
+
+    frames = []
+    for name, table in tables.items():
+        n = int(table["n"].iloc[0])
+        if (table["n"] != n).any():
+            raise ValueError(f"table {name!r} mixes sample counts {sorted(table['n'].unique())}")
+        for level, grp in table.groupby("level"):
+            band = bootstrap_pass_at_k(n, grp["correct"].to_numpy(), ks=ks, n_boot=n_boot, seed=seed)
+            frames.append(band.assign(model=name, level=level))
+    return pd.concat(frames, ignore_index=True)

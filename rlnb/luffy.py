@@ -1,0 +1,272 @@
+"""LUFFY: off-policy expert traces mixed into the GRPO group (Yan et al. 2025), as a TRL trainer.
+
+Each prompt's group holds ``k`` expert traces and ``G - k`` of the policy's own
+rollouts. The traces are scored by the same verifier, so the group baseline
+sees them: ``A_i = r_i - mean(r over the mixed group)`` (no std; TRL's
+``scale_rewards="none"``). The loss then treats the two kinds of token
+differently (:func:`mixed_token_loss`):
+
+* on-policy tokens: ``-A * rho`` with ``rho = pi_theta / pi_old``, the PPO clip optional
+  (the official script switches it off);
+* off-policy tokens: the behaviour policy is taken as ``pi_phi = 1``, so the
+  weight is ``pi_theta`` itself, passed through the *policy shaping*
+  ``f(p) = p / (p + gamma)``, with the gradient through ``p`` and no clip.
+  ``d f(p) / d log p = gamma p / (p + gamma)^2`` is largest near ``p = gamma``:
+  low-probability expert tokens are learned faster than with the raw ratio
+  ``p`` (whose weight ``p`` vanishes for them), while tokens the policy already
+  knows are pushed gently, which is why shaping keeps exploration alive.
+
+Aggregation is TRL's ``loss_type`` (the official run's "sum over tokens / padded
+response length" is ``dr_grpo``), plus an entropy bonus and no KL.
+
+The same trainer gives the paper's baselines by switching one option each:
+``policy_shaping=False`` (raw ``p``), ``off_policy_loss="sft"`` (traces outside
+the group's baseline, trained by negative log-likelihood: "RL + SFT loss"), and
+``on_policy_scale=0`` with ``"sft"`` (plain SFT on the traces; the rollouts are
+then generated only to measure the policy's own accuracy and entropy).
+
+Generation: TRL samples the full group of ``G`` and ``k`` of them are replaced
+by the traces. Sampling only ``G - k`` would save ``k/G`` of the generation, but
+TRL's vLLM path generates ``num_generations`` per unique prompt, so replacing
+keeps every generation backend working unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlnb.metrics import masked_mean
+from rlnb.trainers import RecordingGRPOTrainer
+
+OFF_POLICY_LOSSES = ("mixed", "sft")
+"""``mixed``: LUFFY (traces in the group's advantage); ``sft``: negative log-likelihood on the traces."""
+
+
+def shaping_weight(p: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``d f(p) / d log p`` for ``f(p) = p / (p + gamma)``: the per-token weight a shaped trace token gets."""
+    return gamma * p / (p + gamma) ** 2
+
+
+def mixed_token_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    off_policy: torch.Tensor,
+    *,
+    off_policy_loss: str = "mixed",
+    policy_shaping: bool = True,
+    shaping_gamma: float = 0.1,
+    clip: tuple[float, float] | None = None,
+    on_policy_scale: float = 1.0,
+    off_policy_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token loss of a mixed batch, before masking and aggregation.
+
+    Shapes: ``logps``/``old_logps`` (B, T), ``advantages`` (B,), ``off_policy``
+    (B,) bool (rows that are expert traces). Returns ``(on, off)``, each (B, T)
+    and zero on the other kind's rows, so callers can aggregate and log them apart.
+    """
+    if off_policy_loss not in OFF_POLICY_LOSSES:
+        raise ValueError(f"unknown off_policy_loss {off_policy_loss!r}: choose one of {OFF_POLICY_LOSSES}")
+    adv = advantages.unsqueeze(1)
+    off_rows = off_policy.unsqueeze(1).to(logps.dtype)
+    ratio = torch.exp(logps - old_logps)
+    on = -ratio * adv
+    if clip is not None:
+        on = torch.maximum(on, -torch.clamp(ratio, 1 - clip[0], 1 + clip[1]) * adv)
+    if off_policy_loss == "sft":
+        off = -logps
+    else:
+        p = torch.exp(logps)
+        off = -(p / (p + shaping_gamma) if policy_shaping else p) * adv
+    return on_policy_scale * on * (1 - off_rows), off_policy_scale * off * off_rows
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_completion_length: int) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss to a scalar as TRL's ``loss_type`` does (one process, no accumulation).
+
+    ``dr_grpo`` (LUFFY's choice): sum over every token / (B * max_completion_length);
+    ``grpo``: mean over each sequence, then over sequences; ``bnpo``/``dapo``: mean over tokens.
+    """
+    if loss_type == "dr_grpo":
+        return (per_token * mask).sum() / (per_token.size(0) * max_completion_length)
+    if loss_type == "grpo":
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if loss_type in ("bnpo", "dapo"):
+        return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    raise ValueError(f"loss_type {loss_type!r} is not supported by the LUFFY loss: use dr_grpo, grpo, bnpo or dapo")
+
+
+class LuffyGRPOTrainer(RecordingGRPOTrainer):
+    """GRPO whose groups mix ``expert_traces`` expert traces (dataset column ``expert``) with on-policy rollouts.
+
+    Options (passed as ``RunConfig.method_options``), defaults matching the official LUFFY run:
+    ``expert_traces`` (k of the G group slots, 1), ``policy_shaping`` (True),
+    ``shaping_gamma`` (0.1), ``on_policy_clip`` (False; the clip range is
+    ``GRPOConfig.epsilon``/``epsilon_high``), ``entropy_coef`` (0.001),
+    ``off_policy_loss`` (``"mixed"``; ``"sft"`` for the SFT baselines),
+    ``on_policy_scale`` and ``off_policy_scale`` (1.0: multipliers of each term,
+    i.e. a separate learning rate for the off-policy term).
+    Per-level accuracy, steps used and entropy are recorded on the on-policy rollouts only.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        expert_traces: int = 1,
+        policy_shaping: bool = True,
+        shaping_gamma: float = 0.1,
+        on_policy_clip: bool = False,
+        entropy_coef: float = 0.001,
+        off_policy_loss: str = "mixed",
+        on_policy_scale: float = 1.0,
+        off_policy_scale: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0 <= expert_traces < self.num_generations:
+            raise ValueError(
+                f"expert_traces={expert_traces} must leave at least one on-policy rollout in a group of "
+                f"num_generations={self.num_generations}"
+            )
+        if off_policy_loss not in OFF_POLICY_LOSSES:
+            raise ValueError(f"unknown off_policy_loss {off_policy_loss!r}: choose one of {OFF_POLICY_LOSSES}")
+        if expert_traces and self.scale_rewards != "none":
+            raise ValueError(
+                f"LUFFY's advantage is r - mean(group) without the std: set scale_rewards='none' "
+                f"(got {self.scale_rewards!r})"
+            )
+        if shaping_gamma <= 0:
+            raise ValueError(f"shaping_gamma must be positive, got {shaping_gamma}")
+        self.expert_traces = expert_traces
+        self.policy_shaping = policy_shaping
+        self.shaping_gamma = shaping_gamma
+        self.on_policy_clip = on_policy_clip
+        self.luffy_entropy_coef = entropy_coef
+        self.off_policy_loss = off_policy_loss
+        self.on_policy_scale = on_policy_scale
+        self.off_policy_scale = off_policy_scale
+        self._batch_experts: list[str] | None = None
+
+    # ------------------------------------------------------------------ the mixed group
+    def _is_trace_slot(self, index: int) -> bool:
+        """TRL lays groups out contiguously; the first ``k`` slots of each group hold the traces."""
+        return self.model.training and index % self.num_generations < self.expert_traces
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.expert_traces and self.model.training:
+            if "expert" not in inputs[0]:
+                raise ValueError("LUFFY needs an 'expert' column in the training dataset (the expert traces)")
+            self._batch_experts = [str(x["expert"]) for x in inputs]
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._batch_experts = None
+        off = torch.tensor([self._is_trace_slot(i) for i in range(len(inputs))],
+                           device=output["completion_ids"].device)
+        output["off_policy_mask"] = off
+        if self.off_policy_loss == "sft" and off.any():
+            output["advantages"] = self._on_policy_baseline(output["advantages"], off)
+        return output
+
+    def _on_policy_baseline(self, advantages: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+        """Re-centre each group on its on-policy rows only; traces get advantage 0 (they are trained by NLL).
+
+        With ``scale_rewards="none"``, ``A_i = r_i - mean(mixed group)``, so
+        subtracting the on-policy rows' mean of ``A`` gives ``r_i - mean(on-policy rows)``.
+        """
+        g = self.num_generations
+        adv, on = advantages.view(-1, g), (~off).view(-1, g).to(advantages.dtype)
+        centre = (adv * on).sum(1, keepdim=True) / on.sum(1, keepdim=True)
+        return ((adv - centre) * on).view(-1)
+
+    def _generate(self, prompts: list) -> tuple:
+        out = super()._generate(prompts)
+        if self._batch_experts is None:
+            return out
+        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
+        tok = self._tokenizer
+        limit = self.max_completion_length
+        for i, text in enumerate(self._batch_experts):
+            if not self._is_trace_slot(i):
+                continue
+            ids = (tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:limit]
+            completion_ids[i] = ids
+            completions[i] = [{"role": "assistant", "content": text}] if isinstance(completions[i], list) else text
+            if logprobs is not None:  # vLLM: no sampling log-prob for a trace; NaN makes TRL's correction 1
+                logprobs[i] = [float("nan")] * len(ids)
+            if tool_mask is not None:
+                tool_mask[i] = [1] * len(ids)
+        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
+
+    def _record_rollouts(self, inputs: list[dict[str, Any]], output: dict[str, Any]) -> None:
+        """Per-level accuracy and step-writing of the policy's own rollouts (the traces would read 100%)."""
+        keep = [i for i in range(len(inputs)) if not self._is_trace_slot(i)]
+        rows = torch.tensor(keep, device=output["completion_ids"].device)
+        own = {key: output[key][rows] for key in ("completion_ids", "completion_mask", "advantages")}
+        super()._record_rollouts([inputs[i] for i in keep], own)
+
+    # ------------------------------------------------------------------ the mixed loss
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        mask = (completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]).float()
+        logps, entropies, _ = self._get_per_token_logps_and_entropies(
+            model,
+            torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([prompt_mask, completion_mask], dim=1),
+            completion_ids.size(1),
+            compute_entropy=True,
+        )
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        off = inputs.get("off_policy_mask")
+        off = torch.zeros(logps.size(0), dtype=torch.bool, device=logps.device) if off is None else off
+        on_loss, off_loss = mixed_token_loss(
+            logps, old, inputs["advantages"], off,
+            off_policy_loss=self.off_policy_loss, policy_shaping=self.policy_shaping,
+            shaping_gamma=self.shaping_gamma,
+            clip=(self.epsilon_low, self.epsilon_high) if self.on_policy_clip else None,
+            on_policy_scale=self.on_policy_scale, off_policy_scale=self.off_policy_scale,
+        )
+        on_part = aggregate(on_loss, mask, self.loss_type, self.max_completion_length)
+        off_part = aggregate(off_loss, mask, self.loss_type, self.max_completion_length)
+        entropy = (entropies * mask).sum() / mask.sum().clamp(min=1.0)
+        loss = on_part + off_part - self.luffy_entropy_coef * entropy
+        if self.model.training:
+            self._record_mixed_diagnostics(logps.detach(), entropies.detach(), mask, off, on_part, off_part, inputs)
+        return loss / self.current_gradient_accumulation_steps
+
+    def _record_mixed_diagnostics(
+        self, logps: torch.Tensor, entropies: torch.Tensor, mask: torch.Tensor, off: torch.Tensor,
+        on_part: torch.Tensor, off_part: torch.Tensor, inputs: dict[str, Any],
+    ) -> None:
+        """Log on- and off-policy tokens apart; ``entropy`` and the recording diagnostics use on-policy tokens."""
+        metrics = self._metrics["train"]
+        rows = off.unsqueeze(1).to(mask.dtype)
+        on_mask, off_mask = mask * (1 - rows), mask * rows
+        probs = torch.exp(logps)
+        metrics["on_policy/prob"].append(float(masked_mean(probs, on_mask)))
+        metrics["on_policy/entropy"].append(float(masked_mean(entropies, on_mask)))
+        metrics["entropy"].append(float(masked_mean(entropies, on_mask)))
+        metrics["on_policy/loss"].append(float(on_part.detach()))
+        metrics["off_policy/loss"].append(float(off_part.detach()))
+        total = abs(float(on_part.detach())) + abs(float(off_part.detach()))
+        metrics["off_policy/loss_share"].append(abs(float(off_part.detach())) / total if total > 0 else 0.0)
+        if off_mask.sum() > 0:
+            if self.off_policy_loss == "sft":
+                weights = torch.ones_like(probs)  # d(log p)/d(log p): every trace token weighs 1
+            else:
+                weights = shaping_weight(probs, self.shaping_gamma) if self.policy_shaping else probs
+            valid = weights[off_mask.bool()]
+            metrics["off_policy/prob"].append(float(masked_mean(probs, off_mask)))
+            metrics["off_policy/entropy"].append(float(masked_mean(entropies, off_mask)))
+            metrics["off_policy/weight_mean"].append(float(valid.mean()))
+            metrics["off_policy/weight_min"].append(float(valid.min()))
+            metrics["off_policy/weight_max"].append(float(valid.max()))
+        if on_mask.sum() > 0:
+            self._last_logps_entropies = (logps, entropies)
+            self._record_token_diagnostics({**inputs, "completion_mask": on_mask})
+        self._last_logps_entropies = None

@@ -1,0 +1,154 @@
+"""Clip-Cov and KL-Cov (rlnb.entropy_control): token selection, penalty, and the trainer's loss.
+
+The covariance, forking-token and entropy-law functions they build on are
+tested on constructed inputs in tests/test_metrics.py
+(``test_centered_logp_adv_cov_on_constructed_case``,
+``test_top_entropy_mask_*``, ``test_law_fit_recovers_parameters_*``).
+"""
+
+import pytest
+import torch
+
+from rlnb.entropy_control import CovGRPOTrainer, clip_cov_selection, kl_cov_penalty, kl_cov_selection
+from rlnb.runs import load_or_train, run_path
+from rlnb.train import RunConfig, build_trainer
+from rlnb.trainers import RecordingGRPOTrainer
+
+TINY_RUN = dict(method="cov", max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
+                learning_rate=1e-3, save_steps=2)
+
+
+def _band_case():
+    """40 valid tokens with covariances -1.0 .. 2.9 (step 0.1), 8 padded ones carrying in-band values."""
+    cov = torch.arange(48, dtype=torch.float32).view(4, 12) / 10 - 1.0
+    mask = torch.ones(4, 12)
+    mask[:, 10:] = 0
+    return cov, mask
+
+
+def test_clip_cov_takes_exactly_the_configured_fraction_inside_the_band():
+    cov, mask = _band_case()  # 40 valid tokens
+    inside = (mask > 0) & (cov > 0.5) & (cov < 2.0)
+    for ratio, expected in ((0.1, 4), (0.25, 10), (0.0, 0)):
+        chosen = clip_cov_selection(cov, mask, ratio, 0.5, 2.0, generator=torch.Generator().manual_seed(1))
+        assert int(chosen.sum()) == expected
+        assert not (chosen & ~inside).any(), "a token outside the band or on padding was clipped"
+    # More asked than eligible: every eligible token, nothing else.
+    everything = clip_cov_selection(cov, mask, 1.0, 0.5, 2.0)
+    assert torch.equal(everything, inside)
+
+
+def test_clip_cov_skips_tokens_the_ratio_clip_already_cut_and_draws_at_random():
+    cov, mask = _band_case()
+    clipped = torch.zeros_like(mask, dtype=torch.bool)
+    clipped[0, :] = True
+    chosen = clip_cov_selection(cov, mask, 1.0, -10.0, 10.0, already_clipped=clipped)
+    assert not chosen[0].any() and int(chosen.sum()) == 30
+    draws = {tuple(clip_cov_selection(cov, mask, 0.1, -10.0, 10.0, generator=torch.Generator().manual_seed(s))
+                   .flatten().nonzero().flatten().tolist()) for s in range(5)}
+    assert len(draws) > 1
+
+
+def test_cov_selections_reject_bad_parameters():
+    cov, mask = _band_case()
+    with pytest.raises(ValueError, match="clip_cov_ratio"):
+        clip_cov_selection(cov, mask, 1.5, 0.0, 1.0)
+    with pytest.raises(ValueError, match="lower < upper"):
+        clip_cov_selection(cov, mask, 0.1, 2.0, 1.0)
+    with pytest.raises(ValueError, match="kl_cov_ratio"):
+        kl_cov_selection(cov, mask, -0.1)
+
+
+def test_kl_cov_selects_the_top_covariance_tokens_and_penalises_only_them():
+    cov, mask = _band_case()  # padding holds the largest values: it must never be chosen
+    selected = kl_cov_selection(cov, mask, 0.1)
+    top4 = torch.zeros_like(selected)
+    top4[3, 6:10] = True  # 2.6 .. 2.9, the four largest valid covariances
+    assert torch.equal(selected, top4)
+
+    logps = torch.randn(4, 12, requires_grad=True)
+    old = logps.detach() - 0.3
+    penalty = kl_cov_penalty(logps, old, selected, coef=2.0)
+    torch.testing.assert_close(penalty[selected], torch.full((4,), 0.6))
+    assert not penalty[~selected].any()
+    penalty.sum().backward()
+    assert not logps.grad[~selected].any() and logps.grad[selected].abs().min() > 0
+
+
+@pytest.fixture(scope="module")
+def cov_trainer(tmp_path_factory):
+    """A tiny CovGRPOTrainer and one scored generation batch of 2 prompts x 4 completions."""
+    folder = tmp_path_factory.mktemp("cov")
+    trainer = build_trainer(RunConfig(**TINY_RUN), folder)
+    rows = [trainer.train_dataset[i] for i in range(2) for _ in range(4)]
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); the loss reads it
+    inputs = trainer._generate_and_score_completions(rows)
+    return trainer, inputs
+
+
+def _loss_and_grads(trainer, inputs, compute):
+    trainer.model.zero_grad()
+    loss = compute(trainer, trainer.model, inputs)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in trainer.model.parameters()]
+
+
+def _set(trainer, **options):
+    defaults = dict(clip_cov_ratio=0.0, clip_cov_lb=1.0, clip_cov_ub=5.0, kl_cov_ratio=0.0, kl_coef=1.0)
+    for name, value in {**defaults, **options}.items():
+        setattr(trainer, name, value)
+
+
+def test_with_both_ratios_zero_the_loss_and_gradient_are_trls(cov_trainer):
+    trainer, inputs = cov_trainer
+    _set(trainer)
+    ours, our_grads = _loss_and_grads(trainer, inputs, CovGRPOTrainer._compute_loss)
+    trl, trl_grads = _loss_and_grads(trainer, inputs, RecordingGRPOTrainer._compute_loss)
+    torch.testing.assert_close(ours, trl)
+    for a, b in zip(our_grads, trl_grads):
+        torch.testing.assert_close(a, b)
+    assert any(g.abs().sum() > 0 for g in trl_grads), "the batch carries no signal: the test would be vacuous"
+
+
+def test_clip_cov_over_every_token_stops_every_gradient(cov_trainer):
+    trainer, inputs = cov_trainer
+    _set(trainer, clip_cov_ratio=1.0, clip_cov_lb=-1e9, clip_cov_ub=1e9)
+    _, grads = _loss_and_grads(trainer, inputs, CovGRPOTrainer._compute_loss)
+    assert all(not g.any() for g in grads)
+
+
+def test_kl_cov_adds_coef_times_the_log_ratio_on_the_selected_tokens_only(cov_trainer):
+    trainer, inputs = cov_trainer
+    shifted = dict(inputs)
+    mask = inputs["completion_mask"]
+    with torch.no_grad():
+        current, *_ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+            torch.cat([inputs["prompt_mask"], mask], 1), inputs["completion_ids"].size(1))
+    shifted["old_per_token_logps"] = current - 0.05  # every ratio 1.05: inside the clip, so TRL's term is unchanged
+    _set(trainer)
+    base, _ = _loss_and_grads(trainer, shifted, CovGRPOTrainer._compute_loss)
+    _set(trainer, kl_cov_ratio=0.25, kl_coef=2.0)
+    with_kl, _ = _loss_and_grads(trainer, shifted, CovGRPOTrainer._compute_loss)
+    chosen = int(0.25 * int(mask.sum()))
+    expected = 2.0 * 0.05 * chosen / float(inputs["num_items_in_batch"])  # dapo: sum over tokens / tokens
+    assert chosen > 0
+    torch.testing.assert_close(with_kl - base, torch.tensor(expected), rtol=1e-3, atol=1e-6)
+
+
+def test_unsupported_loss_type_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="loss_type"):
+        build_trainer(RunConfig(**{**TINY_RUN, "loss_type": "cispo"}), tmp_path)
+
+
+def test_a_two_step_cov_run_finishes_and_logs_its_selections():
+    cfg = RunConfig(**TINY_RUN, grpo={"steps_per_generation": 2},
+                    method_options=dict(clip_cov_ratio=0.1, clip_cov_lb=-1e9, clip_cov_ub=1e9, kl_cov_ratio=0.1))
+    run = load_or_train(cfg, "test", "cov")
+    assert run.trained and run.info["steps"] == 2 and run.run_dir == run_path(cfg, "test", "cov")
+    m = run.metrics
+    fractions = m[m.metric == "clip_cov/fraction"]["value"]
+    assert len(fractions) == 2 and fractions.between(0.05, 0.1).all()
+    assert (m[m.metric == "kl_cov/fraction"]["value"] > 0).all()
+    assert "kl_cov/penalty" in set(m.metric)

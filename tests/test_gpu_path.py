@@ -1,0 +1,59 @@
+"""The `gpu` code path, run end to end on a CPU with the project's tiny model.
+
+Everything but vLLM: a MATH-format data set written here, R1 prompts through
+the tiny tokenizer's chat template, sampling, math-verify rewards, two GRPO
+steps through TRL, and pass@k evaluation.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from rlnb.evaluate import evaluate_dataset
+from rlnb.math_task import load_math_dataset
+from rlnb.metrics import pass_at_k
+from rlnb.runs import load_or_train
+from rlnb.train import RunConfig
+
+ROWS = [
+    {"problem": "What is 1+1?", "solution": r"It is \boxed{2}.", "trace": r"<think>1+1=2</think> \boxed{2}"},
+    {"problem": "Half of 1?", "solution": r"\boxed{\frac{1}{2}}", "trace": r"<think>1/2</think> \boxed{0.5}"},
+    {"problem": "3*3?", "solution": r"\boxed{9}", "trace": r"<think>3*3=9</think> \boxed{9}"},
+    {"problem": "10-4?", "solution": r"\boxed{6}", "trace": r"<think>10-4=6</think> \boxed{6}"},
+]
+
+
+@pytest.fixture
+def math_file(tmp_path):
+    path = tmp_path / "math.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in ROWS))
+    return path
+
+
+def test_math_grpo_two_steps_and_pass_at_k_on_cpu(math_file, base):
+    cfg = RunConfig(task="math", dataset=str(math_file), trace_column="trace", max_steps=2, prompts_per_step=2,
+                    num_generations=4, max_completion_length=16, learning_rate=1e-3, save_steps=2)
+    run = load_or_train(cfg, "test", "math")
+    assert run.trained and run.info["steps"] == 2
+    assert "rewards/math_accuracy_reward/mean" in set(run.metrics["metric"])
+
+    data = load_math_dataset(str(math_file), split="train", trace_column="trace")
+    assert data["answer"] == ["2", r"\frac{1}{2}", "9", "6"]
+    table = evaluate_dataset(run.model, run.tokenizer, data, n=4, max_new_tokens=8, progress=False)
+    assert list(table["n"]) == [4] * 4 and table["correct"].between(0, 4).all()
+    assert np.all(np.asarray(pass_at_k(4, table["correct"].to_numpy(), 2)) >= 0)
+
+
+def test_expert_traces_verify_against_the_gold_answers(math_file):
+    from rlnb.math_task import math_accuracy_reward
+
+    data = load_math_dataset(str(math_file), split="train", trace_column="trace")
+    assert math_accuracy_reward(data["expert"], answer=data["answer"]) == [1.0] * 4
+
+
+def test_math_task_without_a_dataset_is_named():
+    with pytest.raises(ValueError, match="task 'math' needs `dataset`"):
+        RunConfig(task="math")
+    with pytest.raises(ValueError, match="unknown task 'chess'"):
+        RunConfig(task="chess")

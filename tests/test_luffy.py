@@ -1,0 +1,152 @@
+"""LUFFY's mixed-policy loss and trainer: the formula term by term, the reduction to TRL's GRPO, the groups."""
+
+import math
+
+import pytest
+import torch
+
+from rlnb.luffy import LuffyGRPOTrainer, aggregate, mixed_token_loss, shaping_weight
+from rlnb.runs import load_or_train
+from rlnb.train import RunConfig, build_trainer
+from rlnb.trainers import RecordingGRPOTrainer
+
+TINY = dict(method="luffy", max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
+            learning_rate=1e-3, save_steps=2, loss_type="dr_grpo", scale_rewards="none", levels=(2, 3))
+
+
+def test_mixed_loss_equals_the_formula_term_by_term():
+    # 2 on-policy rows, 1 trace row; T = 3 with padding; clip on for on-policy tokens.
+    logps = torch.log(torch.tensor([[0.5, 0.9, 0.2], [0.3, 0.6, 0.7], [0.05, 0.4, 0.8]]))
+    old = torch.log(torch.tensor([[0.25, 0.9, 0.4], [0.3, 0.3, 0.7], [0.9, 0.9, 0.9]]))  # trace's "old" is ignored
+    adv = torch.tensor([1.0, -0.5, 0.75])
+    off = torch.tensor([False, False, True])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    eps_lo, eps_hi, gamma, max_len = 0.2, 0.28, 0.1, 5
+    on, offl = mixed_token_loss(logps, old, adv, off, clip=(eps_lo, eps_hi), shaping_gamma=gamma)
+
+    expected = torch.zeros(3, 3)
+    for i in range(3):
+        for t in range(3):
+            p, q, a = math.exp(logps[i, t]), math.exp(old[i, t]), float(adv[i])
+            if off[i]:
+                expected[i, t] = -a * p / (p + gamma)  # shaped, never clipped, pi_phi = 1
+            else:
+                r = p / q
+                expected[i, t] = -min(r * a, min(max(r, 1 - eps_lo), 1 + eps_hi) * a)
+    torch.testing.assert_close(on + offl, expected)
+    assert on[2].abs().sum() == 0 and offl[:2].abs().sum() == 0
+    # The clip bites on row 0 token 0 (ratio 2, A > 0) and row 1 token 1 (ratio 2, A < 0 is not clipped).
+    assert math.isclose(float(on[0, 0]), -(1 + eps_hi) * 1.0, rel_tol=1e-6)
+    assert math.isclose(float(on[1, 1]), 2.0 * 0.5, rel_tol=1e-6)
+    # Dr. GRPO normalisation: every unmasked token summed, divided by B * max_completion_length.
+    total = float((expected * mask).sum()) / (3 * max_len)
+    assert math.isclose(float(aggregate(on + offl, mask, "dr_grpo", max_len)), total, rel_tol=1e-6)
+    per_seq = float(((expected * mask).sum(1) / mask.sum(1)).mean())
+    assert math.isclose(float(aggregate(on + offl, mask, "grpo", max_len)), per_seq, rel_tol=1e-6)
+    # Without the clip, on-policy tokens are exactly -A * ratio; without shaping the trace weight is p itself.
+    on_free, off_raw = mixed_token_loss(logps, old, adv, off, clip=None, policy_shaping=False)
+    torch.testing.assert_close(on_free[0], -torch.exp(logps[0] - old[0]) * adv[0])
+    torch.testing.assert_close(off_raw[2], -torch.exp(logps[2]) * adv[2])
+    # The SFT variant trains traces by negative log-likelihood, and the scales multiply each term.
+    _, off_sft = mixed_token_loss(logps, old, adv, off, off_policy_loss="sft", off_policy_scale=3.0)
+    torch.testing.assert_close(off_sft[2], -3.0 * logps[2])
+
+
+def test_shaped_gradients_follow_f_prime_and_favour_unlikely_tokens():
+    p = torch.tensor([[0.01, 0.05, 0.1, 0.3, 0.6, 0.95]])
+    adv = torch.tensor([0.875])
+    logps = torch.log(p).requires_grad_(True)
+    _, off = mixed_token_loss(logps, logps.detach(), adv, torch.tensor([True]))
+    off.sum().backward()
+    # d/d log p of -A f(p) = -A * gamma p / (p + gamma)^2 = -A * f'(p) * p
+    torch.testing.assert_close(logps.grad, -adv * shaping_weight(p, 0.1))
+    logps_raw = torch.log(p).requires_grad_(True)
+    _, off_raw = mixed_token_loss(logps_raw, logps_raw.detach(), adv, torch.tensor([True]), policy_shaping=False)
+    off_raw.sum().backward()
+    torch.testing.assert_close(logps_raw.grad, -adv * p)
+    relative = (logps.grad / logps_raw.grad).squeeze()  # f'(p) = gamma / (p + gamma)^2, falling in p
+    assert torch.all(relative[:-1] > relative[1:])
+    assert relative[0] > 5 and relative[-1] < 0.2
+
+
+def _rollout_batch(trainer, k_prompts: int = 2) -> list[dict]:
+    rows = [trainer.train_dataset[i] for i in range(k_prompts)]
+    return [row for row in rows for _ in range(trainer.num_generations)]
+
+
+def test_groups_keep_the_configured_number_of_expert_traces(tmp_path):
+    cfg = RunConfig(**{**TINY, "num_generations": 6, "method_options": {"expert_traces": 2}})
+    trainer = build_trainer(cfg, tmp_path)
+    trainer.model.train()
+    inputs = _rollout_batch(trainer)
+    out = trainer._generate_and_score_completions(inputs)
+    off = out["off_policy_mask"].view(-1, 6)
+    assert off.sum(1).tolist() == [2, 2]
+    texts = trainer.processing_class.batch_decode(out["completion_ids"] * out["completion_mask"],
+                                                  skip_special_tokens=True)
+    for i, row in enumerate(inputs):
+        if out["off_policy_mask"][i]:
+            assert texts[i] == row["expert"]
+            assert out["completion_ids"][i, out["completion_mask"][i].sum() - 1] == trainer.processing_class.eos_token_id
+    # Mixed-group advantage: r - mean(r) over all 6 rows, so each group sums to zero and traces (r >= 1) get A >= 0.
+    adv = out["advantages"].view(-1, 6)
+    torch.testing.assert_close(adv.sum(1), torch.zeros(2), atol=1e-5, rtol=0)
+    assert (adv[off] >= 0).all()
+
+
+def test_zero_traces_reduce_exactly_to_trls_grpo_loss(tmp_path):
+    options = {"expert_traces": 0, "on_policy_clip": True, "entropy_coef": 0.0}
+    cfg = RunConfig(**{**TINY, "method_options": options})
+    luffy = build_trainer(cfg, tmp_path / "luffy")
+    grpo = build_trainer(RunConfig(**{**TINY, "method": "grpo"}), tmp_path / "grpo")
+    assert isinstance(luffy, LuffyGRPOTrainer) and type(grpo) is RecordingGRPOTrainer
+    grpo.model.load_state_dict(luffy.model.state_dict())
+    for t in (luffy, grpo):
+        t.model.train()
+        t.current_gradient_accumulation_steps = 1
+    torch.manual_seed(0)
+    inputs = luffy._generate_and_score_completions(_rollout_batch(luffy))
+    assert not inputs["off_policy_mask"].any()
+    inputs["advantages"] = torch.linspace(-1, 1, inputs["advantages"].numel())
+    # Old log-probs away from the current ones, so that the clip is active on some tokens.
+    with torch.no_grad():
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+        am = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+        now, _, _ = grpo._get_per_token_logps_and_entropies(grpo.model, ids, am, inputs["completion_ids"].size(1))
+    inputs["old_per_token_logps"] = now + 0.5 * torch.randn_like(now)
+    losses, grads = [], []
+    for t in (luffy, grpo):
+        t.model.zero_grad()
+        loss = t._compute_loss(t.model, dict(inputs))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in t.model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-8)
+    assert grpo._metrics["train"]["clip_ratio/region_mean"][-1] > 0
+
+
+def test_a_shaped_trace_row_has_a_non_zero_gradient_and_sft_rows_get_no_advantage(tmp_path):
+    cfg = RunConfig(**{**TINY, "method_options": {"expert_traces": 1, "off_policy_loss": "sft"}})
+    trainer = build_trainer(cfg, tmp_path)
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(_rollout_batch(trainer))
+    adv, off = out["advantages"].view(-1, 4), out["off_policy_mask"].view(-1, 4)
+    assert (adv[off] == 0).all()
+    torch.testing.assert_close(adv[~off].view(2, 3).sum(1), torch.zeros(2), atol=1e-5, rtol=0)
+
+
+def test_bad_options_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="expert_traces"):
+        build_trainer(RunConfig(**{**TINY, "method_options": {"expert_traces": 4}}), tmp_path)
+    with pytest.raises(ValueError, match="scale_rewards"):
+        build_trainer(RunConfig(**{**TINY, "scale_rewards": "group", "method_options": {"expert_traces": 1}}), tmp_path)
+
+
+def test_a_two_step_lora_run_finishes():
+    lora = {"r": 4, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
+    run = load_or_train(RunConfig(**{**TINY, "method_options": {"expert_traces": 1}}, lora=lora), "test", "luffy-lora")
+    assert run.trained and run.info["steps"] == 2
+    assert (run.run_dir / "adapter").exists() and (run.run_dir / "final" / "config.json").exists()
+    names = set(run.metrics["metric"])
+    assert {"on_policy/prob", "off_policy/prob", "off_policy/loss_share", "off_policy/weight_mean", "entropy"} <= names
