@@ -36,3 +36,96 @@ def zero_rl(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, **overri
     """Notebook 01's run, trained on first use and loaded from ``runs/`` afterwards."""
     cfg = zero_rl_config(preset, loss_type, seed, **overrides)
     return load_or_train(cfg, ZERO_RL_NOTEBOOK, loss_type)
+
+
+# ---------------------------------------------------------------- notebook 05: LoRA-GRPO, Tina-style
+LORA_NOTEBOOK = "05_lora_grpo_tina"
+LORA_FULL_LR = 1e-4
+"""Full fine-tuning's rate in notebook 05: twice notebook 01's, so that the shortened ``ci`` run
+(150 steps instead of 300) reaches the same level-2 gain."""
+LORA_LR_MULTIPLIER = 10
+"""LoRA's rate is this multiple of full fine-tuning's, shared by every rank: alpha = 4 r keeps the
+update scale alpha / r fixed, and the low-rank factors start at (or near) zero, so they need larger steps."""
+TINA_PARAMS = "notebooks/params/gpu/05_lora_grpo_tina.yaml"
+
+
+def lora_rl_config(
+    preset: str = "ci", seed: int = 0, rank: int | None = None, learning_rate: float | None = None, **overrides
+) -> RunConfig:
+    """Notebook 05's tiny-world run: notebook 01's zero-RL (grpo, format weight 0.1) with LoRA at ``rank``.
+
+    ``rank=None`` is full fine-tuning. Everything but the trained parameters and
+    the learning rate (``LORA_LR_MULTIPLIER`` times higher for LoRA unless
+    given) is shared, so the runs differ only in what is trained.
+    """
+    from rlnb.lora import lora_options
+
+    steps = {"ci": 150, "full": 400, "gpu": 400}[preset]
+    lr = learning_rate if learning_rate is not None else LORA_FULL_LR * (1 if rank is None else LORA_LR_MULTIPLIER)
+    params = dict(format_reward_weight=0.1, max_steps=steps, learning_rate=lr,
+                  lora=None if rank is None else lora_options(rank))
+    params.update(overrides)
+    return zero_rl_config(preset, "grpo", seed, **params)
+
+
+def lora_rl(preset: str = "ci", seed: int = 0, rank: int | None = None, **overrides) -> TrainedRun:
+    """Notebook 05's run for ``rank`` (None: full fine-tuning), trained once and cached."""
+    cfg = lora_rl_config(preset, seed, rank, **overrides)
+    return load_or_train(cfg, LORA_NOTEBOOK, "full" if rank is None else f"lora-r{rank}")
+
+
+_TINA_KEYS = frozenset({
+    "model", "dataset", "dataset_limit", "lora_rank", "lora_alpha", "lora_dropout", "target_modules",
+    "learning_rate", "lr_scheduler_type", "min_lr_rate", "warmup_ratio", "num_generations",
+    "max_completion_length", "temperature", "beta", "accuracy_reward_weight", "format_reward_weight",
+    "use_vllm", "vllm_gpu_memory_utilization", "loss_type", "prompts_per_step", "max_steps", "save_steps",
+    "eval_benchmarks", "eval_samples", "eval_temperature", "eval_top_p", "eval_max_tokens",
+})
+
+
+def tina_params(path: str | None = None) -> dict:
+    """The ``tina`` mapping of the gpu preset's papermill file (Tina's recipe, trimmed for one GPU)."""
+    from pathlib import Path
+
+    import yaml
+
+    from rlnb.paths import PROJECT_ROOT
+
+    file = Path(path) if path is not None else PROJECT_ROOT / TINA_PARAMS
+    data = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(data.get("tina"), dict):
+        raise ValueError(f"{file}: expected a `tina:` mapping of the gpu preset's values")
+    return data["tina"]
+
+
+def tina_config(params: dict, seed: int = 0) -> RunConfig:
+    """Tina's LoRA-GRPO run on a real model and math data (``task="math"``) from :func:`tina_params`' mapping.
+
+    Raises ValueError naming any missing or unknown key, so a typo in the YAML
+    fails here on a CPU rather than an hour into a GPU job.
+    """
+    from rlnb.lora import lora_options
+
+    missing, unknown = _TINA_KEYS - set(params), set(params) - _TINA_KEYS
+    if missing or unknown:
+        raise ValueError(f"Tina parameters: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    p = params
+    grpo = {
+        "beta": float(p["beta"]),
+        "lr_scheduler_type": p["lr_scheduler_type"],
+        "lr_scheduler_kwargs": {"min_lr_rate": float(p["min_lr_rate"])},
+        "warmup_steps": float(p["warmup_ratio"]),  # a float below 1 is a ratio of the run's steps
+        "reward_weights": [float(p["accuracy_reward_weight"]), float(p["format_reward_weight"])],
+        "use_vllm": bool(p["use_vllm"]),
+    }
+    if p["use_vllm"]:
+        grpo.update(vllm_mode="colocate", vllm_gpu_memory_utilization=float(p["vllm_gpu_memory_utilization"]))
+    return RunConfig(
+        method="grpo", model=p["model"], preset="gpu", seed=seed, task="math", dataset=p["dataset"],
+        dataset_limit=p["dataset_limit"], max_steps=int(p["max_steps"]), learning_rate=float(p["learning_rate"]),
+        prompts_per_step=int(p["prompts_per_step"]), num_generations=int(p["num_generations"]),
+        max_completion_length=int(p["max_completion_length"]), temperature=float(p["temperature"]),
+        loss_type=p["loss_type"], scale_rewards="group", format_reward_weight=float(p["format_reward_weight"]),
+        save_steps=int(p["save_steps"]), grpo=grpo,
+        lora=lora_options(int(p["lora_rank"]), float(p["lora_alpha"]), float(p["lora_dropout"]), p["target_modules"]),
+    )

@@ -559,6 +559,8 @@ def _to_task_row(
     }
     if trace_column is not None:
         task_row["expert"] = _trace_text(row[trace_column])
+    if "level" in row:  # MATH's difficulty ("Level 3" or 3): kept for per-level metrics
+        task_row["level"] = str(row["level"])
     return task_row
 
 
@@ -577,7 +579,7 @@ def load_math_dataset(
     files or a folder written by ``save_to_disk``. The result has the columns ``prompt``
     (conversational, see :func:`format_prompt`), ``answer`` (gold), ``problem`` and,
     when ``trace_column`` is given, ``expert`` (the off-policy trace LUFFY mixes
-    into each group). When there is no answer column, the gold is the last ``\boxed{}``
+    into each group), and ``level`` when the source has one (MATH's difficulty). When there is no answer column, the gold is the last ``\boxed{}``
     of the solution column, as in MATH. ``limit`` keeps the first rows only. Rows left
     without a gold answer (or without a trace, when one is asked for) cannot be graded
     and are dropped with a warning.

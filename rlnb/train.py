@@ -119,9 +119,12 @@ def world_dataset(levels: Sequence[int], size: int, seed: int) -> Dataset:
 
 
 def grpo_args(cfg: RunConfig, output_dir: str | Path) -> GRPOConfig:
-    """TRL ``GRPOConfig`` for a run: preset hardware settings plus the run's own options."""
+    """TRL ``GRPOConfig`` for a run: preset hardware settings plus the run's own options.
+
+    ``cfg.grpo`` overrides any default set here (for example Tina's cosine schedule or reward weights).
+    """
     batch = cfg.prompts_per_step * cfg.num_generations
-    return GRPOConfig(
+    return GRPOConfig(**{**dict(
         output_dir=str(output_dir),
         seed=cfg.seed,
         max_steps=cfg.max_steps,
@@ -142,9 +145,7 @@ def grpo_args(cfg: RunConfig, output_dir: str | Path) -> GRPOConfig:
         save_only_model=False,
         report_to="none",
         disable_tqdm=False,
-        **device_settings(cfg.preset),
-        **cfg.grpo,
-    )
+    ), **device_settings(cfg.preset), **cfg.grpo})
 
 
 def trainer_class(method: str) -> type[RecordingGRPOTrainer]:

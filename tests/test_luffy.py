@@ -10,7 +10,7 @@ from rlnb.runs import load_or_train
 from rlnb.train import RunConfig, build_trainer
 from rlnb.trainers import RecordingGRPOTrainer
 
-TINY = dict(method="luffy", max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
+TINY = dict(method="luffy", max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=36,
             learning_rate=1e-3, save_steps=2, loss_type="dr_grpo", scale_rewards="none", levels=(2, 3))
 
 

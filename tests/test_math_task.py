@@ -463,7 +463,7 @@ MATH_ROWS = [
 @pytest.mark.usefixtures("hf_cache")
 def test_load_math_dataset_from_jsonl(tmp_path: Path) -> None:
     dataset = load_math_dataset(str(_write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)))
-    assert sorted(dataset.column_names) == ["answer", "problem", "prompt"]
+    assert sorted(dataset.column_names) == ["answer", "level", "problem", "prompt"]
     assert dataset["answer"] == ["2", r"\frac{1}{2}", "9"]
     assert dataset["problem"] == [row["problem"] for row in MATH_ROWS]
     assert dataset[0]["prompt"] == format_prompt("What is 1+1?")

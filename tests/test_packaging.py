@@ -74,3 +74,22 @@ def test_notebooks_use_python3_kernel_and_a_parameters_cell():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
         assert "preset" in tagged[0].source and "seed" in tagged[0].source
+
+
+def test_shipped_cli_configs_parse_into_run_configs():
+    from rlnb.train import RunConfig
+
+    configs = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = RunConfig.from_yaml(path)
+        assert cfg.preset == "gpu" and cfg.task == "math", path.name
+
+
+def test_cli_rejects_unknown_fields(tmp_path):
+    from rlnb.train import RunConfig
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_step: 10\n")
+    with pytest.raises(ValueError, match="unknown RunConfig fields \\['max_step'\\]"):
+        RunConfig.from_yaml(bad)

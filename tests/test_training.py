@@ -98,3 +98,13 @@ def test_a_lora_run_keeps_its_adapter_and_ships_a_merged_model():
     run = load_or_train(cfg, "test", "lora")
     assert (run.run_dir / "adapter" / "adapter_config.json").exists()
     assert type(run.model).__name__ == "Qwen2ForCausalLM", "final/ holds a plain merged model"
+
+
+def test_the_command_line_entry_point_trains_a_yaml_config(tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_RUN, "levels": [2, 3]}))
+    train_mod.main([str(config), str(tmp_path / "cli-run")])
+    assert (tmp_path / "cli-run" / "final" / "config.json").exists()
+    assert "run folder:" in capsys.readouterr().out
