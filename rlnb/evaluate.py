@@ -7,6 +7,7 @@ recomputed from it without sampling again.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -161,9 +162,28 @@ def evaluate_dataset(
     rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_p=top_p, batch_size=batch_size, seed=seed, backend=backend, progress=progress)
     answers = list(dataset["answer"])
-    correct = np.array([judge.is_correct(t, answers[i]) for t, i in zip(rollouts.texts, rollouts.prompt_index)])
-    counts = np.bincount(rollouts.prompt_index, weights=correct, minlength=len(prompts)).astype(int)
-    return pd.DataFrame({"problem": range(len(prompts)), "n": n, "correct": counts, "answer": answers})
+    idx = rollouts.prompt_index
+    correct = np.array([judge.is_correct(t, answers[i]) for t, i in zip(rollouts.texts, idx)])
+    steps = np.array([judge.wrote_steps(t) for t in rollouts.texts])
+    size = len(prompts)
+    levels = dataset["level"] if "level" in getattr(dataset, "column_names", []) else [None] * size
+    return pd.DataFrame({
+        "problem": range(size),
+        "level": [level_number(x) for x in levels],
+        "n": n,
+        "correct": np.bincount(idx, weights=correct, minlength=size).astype(int),
+        "steps": np.bincount(idx, weights=steps, minlength=size).astype(int),
+        "mean_length": np.bincount(idx, weights=rollouts.lengths, minlength=size) / n,
+        "answer": answers,
+    })
+
+
+def level_number(value: Any) -> int:
+    """A difficulty level as an integer: the world's ``3``, MATH's ``"Level 3"``; 0 when there is none."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    digits = re.findall(r"\d+", str(value)) if value is not None else []
+    return int(digits[0]) if digits else 0
 
 
 def pass_at_k_bands(

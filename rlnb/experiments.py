@@ -7,11 +7,14 @@ configuration here (notebook 04 loads notebook 01's zero-RL checkpoint through
 
 from __future__ import annotations
 
+from rlnb.paths import PROJECT_ROOT
 from rlnb.presets import check_preset
 from rlnb.runs import TrainedRun, load_or_train
 from rlnb.train import RunConfig
 
 ZERO_RL_NOTEBOOK = "01_zero_rl"
+GPU_ZERO_RL_YAML = PROJECT_ROOT / "configs" / "zero_rl_math_1.5b.yaml"
+"""The `gpu` preset of zero-RL: a real math base model on MATH, also runnable with ``python -m rlnb.train``."""
 LOSS_TYPES = {
     # TRL loss_type -> the reward scaling its paper uses
     "grpo": "group",  # DeepSeekMath GRPO: per-sequence mean, advantage divided by the group std
@@ -24,7 +27,11 @@ def zero_rl_config(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, *
     check_preset(preset)
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss type {loss_type!r} for zero-RL: choose one of {sorted(LOSS_TYPES)}")
-    steps = {"ci": 300, "full": 1000, "gpu": 500}[preset]
+    if preset == "gpu":
+        params = RunConfig.from_yaml(GPU_ZERO_RL_YAML).to_dict()
+        params.update(seed=seed, loss_type=loss_type, scale_rewards=LOSS_TYPES[loss_type], **overrides)
+        return RunConfig(**params)
+    steps = {"ci": 300, "full": 1000}[preset]
     params = dict(preset=preset, seed=seed, loss_type=loss_type, scale_rewards=LOSS_TYPES[loss_type],
                   levels=(2, 3, 4), max_steps=steps, learning_rate=5e-5, prompts_per_step=4,
                   num_generations=16, max_completion_length=48)

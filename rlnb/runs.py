@@ -72,9 +72,13 @@ def load_metrics(run_dir: Path) -> pd.DataFrame:
 
 
 def load_or_train(
-    cfg: RunConfig, notebook: str, name: str, run_dir: str | Path | None = None, device: str = "cpu"
+    cfg: RunConfig, notebook: str, name: str, run_dir: str | Path | None = None, device: str | None = None
 ) -> TrainedRun:
-    """Return the finished run for ``cfg``, training (or resuming) only what is missing."""
+    """Return the finished run for ``cfg``, training (or resuming) only what is missing.
+
+    The model is loaded on the preset's device (a GPU for ``gpu``, else the CPU) unless ``device`` says otherwise.
+    """
+    device = device or ("cuda" if cfg.preset == "gpu" else "cpu")
     folder = Path(run_dir) if run_dir is not None else run_path(cfg, notebook, name)
     trained = False
     if not is_finished(folder):

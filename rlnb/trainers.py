@@ -22,6 +22,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import GRPOTrainer
 
+from rlnb.evaluate import level_number
 from rlnb.metrics import centered_logp_adv_cov, masked_mean
 from rlnb.tasks import WORLD, Task
 
@@ -115,12 +116,8 @@ class RecordingGRPOTrainer(GRPOTrainer):
 
 
 def _level_of(row: dict[str, Any]) -> int | None:
-    """The integer level of a row: the world's ``level``, or MATH's ``"Level 3"``; ``None`` if absent."""
-    value = row.get("level")
-    if isinstance(value, int):
-        return value
-    digits = re.findall(r"\d+", str(value)) if value is not None else []
-    return int(digits[0]) if digits else None
+    """The row's level as an integer (the world's ``3``, MATH's ``"Level 3"``), ``None`` without one."""
+    return level_number(row.get("level")) or None
 
 
 class TidyMetricsCallback(TrainerCallback):

@@ -1,0 +1,127 @@
+"""LoRA: adapter options, saving and reloading, merging, parameter counts, the gpu preset's Tina config."""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from rlnb.experiments import LORA_LR_MULTIPLIER, lora_rl_config, tina_config, tina_params
+from rlnb.lora import (
+    TINA_TARGET_MODULES,
+    attach_lora,
+    count_parameters,
+    load_adapter,
+    lora_config,
+    lora_options,
+    lora_parameter_count,
+    merge_for_eval,
+    r1_distill_qwen_1p5b_config,
+)
+from rlnb.train import grpo_args
+
+PROMPTS = ["47+85=", "123+456=7+3+0=10;", "9+9="]
+
+
+def token_logprobs(model, tokenizer, texts):
+    """Log-probability of every next token of ``texts`` (left-padded batch), padding zeroed."""
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    return logp * batch["attention_mask"][:, 1:]
+
+
+def trained_looking_adapter(base_model, rank=4):
+    """A LoRA model whose B matrices are non-zero, as after training (PEFT starts B at zero)."""
+    model = attach_lora(copy.deepcopy(base_model), lora_options(rank))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def test_lora_options_follow_tina_and_reject_bad_values():
+    opts = lora_options(8)
+    assert opts == {"r": 8, "lora_alpha": 32.0, "lora_dropout": 0.05, "target_modules": list(TINA_TARGET_MODULES)}
+    assert lora_options(4, alpha=8, dropout=0.0, target_modules="q_proj")["target_modules"] == ["q_proj"]
+    for bad in (dict(rank=0), dict(rank=2.5), dict(rank=4, alpha=0), dict(rank=4, dropout=1.0),
+                dict(rank=4, target_modules=[])):
+        with pytest.raises(ValueError):
+            lora_options(**bad)
+    cfg = lora_config(opts)
+    assert cfg.r == 8 and cfg.lora_alpha == 32 and set(cfg.target_modules) == set(TINA_TARGET_MODULES)
+
+
+def test_adapter_saves_and_reloads_with_identical_logprobs(base, tmp_path):
+    model, tok = base
+    lora = trained_looking_adapter(model)
+    before = token_logprobs(lora, tok, PROMPTS)
+    assert not torch.allclose(before, token_logprobs(model, tok, PROMPTS)), "the adapter must change the model"
+    lora.save_pretrained(str(tmp_path / "adapter"))
+    reloaded = load_adapter(tmp_path / "adapter", base="tiny")
+    assert torch.equal(token_logprobs(reloaded, tok, PROMPTS), before)
+    with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
+        load_adapter(tmp_path, base="tiny")
+
+
+def test_merged_and_unmerged_models_agree(base):
+    model, tok = base
+    lora = trained_looking_adapter(model, rank=8)
+    merged = merge_for_eval(lora)
+    assert type(merged).__name__ == "Qwen2ForCausalLM"
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    unmerged, folded = token_logprobs(lora, tok, PROMPTS), token_logprobs(merged, tok, PROMPTS)
+    torch.testing.assert_close(folded, unmerged, rtol=1e-5, atol=1e-5)
+    assert any("lora_B" in n for n, _ in lora.named_parameters()), "merging for evaluation leaves the adapter model intact"
+
+
+@pytest.mark.parametrize("rank", [1, 8, 32])
+def test_trainable_parameter_count_matches_peft(base, rank):
+    model, _ = base
+    lora = attach_lora(copy.deepcopy(model), lora_options(rank))
+    count = count_parameters(lora)
+    assert (count.trainable, count.total) == lora.get_nb_trainable_parameters()
+    # by hand: r * (fan_in + fan_out) for each adapted projection of each layer
+    c = model.config
+    head = c.hidden_size // c.num_attention_heads
+    h, kv, mlp = c.hidden_size, c.num_key_value_heads * head, c.intermediate_size
+    per_layer = (h + h) + 2 * (h + kv) + (h + h) + 3 * (h + mlp)
+    assert count.trainable == rank * per_layer * c.num_hidden_layers
+    full = count_parameters(model)
+    assert full.trainable == full.total == model.num_parameters(), "full fine-tuning trains everything, tied weights once"
+
+
+def test_lora_runs_use_a_higher_shared_learning_rate():
+    full, lora = lora_rl_config("ci", 0, None), lora_rl_config("ci", 0, 8)
+    assert full.lora is None and lora.lora["r"] == 8
+    assert lora.learning_rate == pytest.approx(LORA_LR_MULTIPLIER * full.learning_rate)
+    assert {k: v for k, v in full.to_dict().items() if k not in ("lora", "learning_rate")} == \
+           {k: v for k, v in lora.to_dict().items() if k not in ("lora", "learning_rate")}
+
+
+def test_gpu_preset_tina_config_validates_on_cpu(tmp_path):
+    cfg = tina_config(tina_params())
+    assert cfg.model == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B" and cfg.task == "math"
+    assert cfg.lora == {"r": 32, "lora_alpha": 128.0, "lora_dropout": 0.05, "target_modules": list(TINA_TARGET_MODULES)}
+    peft_cfg = lora_config(cfg.lora)
+    assert peft_cfg.r == 32 and peft_cfg.lora_alpha == 128 and len(peft_cfg.target_modules) == 7
+    # the GRPOConfig the gpu preset would get, built with CPU device settings: nothing is loaded or started
+    args = grpo_args(dataclasses.replace(cfg, preset="ci"), tmp_path)
+    assert args.learning_rate == 1e-6 and args.num_generations == 6 and args.temperature == 0.7
+    assert args.beta == 0.04 and args.reward_weights == [2.0, 1.0]  # accuracy 2.0, format 1.0
+    assert args.lr_scheduler_type == "cosine_with_min_lr" and args.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
+    assert args.warmup_steps == 0.1 and args.max_completion_length == 3584
+    assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_gpu_memory_utilization == 0.4
+    # Tina's adapter on the base's shape, sized on the meta device
+    count, base_params = lora_parameter_count(r1_distill_qwen_1p5b_config(), cfg.lora)
+    assert 1.7e9 < base_params < 1.8e9 and count.trainable == 32 * 28 * (
+        2 * (1536 + 1536) + 2 * (1536 + 256) + 3 * (1536 + 8960))
+
+
+def test_tina_config_names_bad_keys():
+    params = tina_params()
+    with pytest.raises(ValueError, match=r"missing \['beta'\], unknown \['betta'\]"):
+        tina_config({**{k: v for k, v in params.items() if k != "beta"}, "betta": 0.04})
