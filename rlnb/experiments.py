@@ -136,3 +136,50 @@ def tina_config(params: dict, seed: int = 0) -> RunConfig:
         save_steps=int(p["save_steps"]), grpo=grpo,
         lora=lora_options(int(p["lora_rank"]), float(p["lora_alpha"]), float(p["lora_dropout"]), p["target_modules"]),
     )
+
+
+ENTROPY_NOTEBOOK = "03_entropy_collapse"
+ENTROPY_INTERVENTIONS: dict[str, dict] = {
+    # name -> the one switch it flips on the notebook-03 baseline (RunConfig fields; `grpo` is merged)
+    "baseline": {},
+    "clip-higher": {"grpo": {"epsilon_high": 0.28}},  # DAPO: epsilon_low 0.2 (TRL default), epsilon_high 0.28
+    "entropy bonus": {"grpo": {"entropy_coef": 0.02}},  # loss - 0.02 * mean token entropy
+    "80/20 mask": {"grpo": {"top_entropy_quantile": 0.2}},  # gradient only on the top-20% entropy tokens
+    # Cui et al. use 2e-4 (Clip-Cov) and 2e-3 (KL-Cov) of the tokens for 7B models: under one token of a
+    # ~600-1300-token batch here. About 2% of this world's tokens have a covariance term above 1, so both
+    # act on 2% of the valid tokens: Clip-Cov draws them from the paper's band (1, 5), KL-Cov takes the top 2%.
+    "Clip-Cov": {"method": "cov", "method_options": {"clip_cov_ratio": 0.02, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0}},
+    "KL-Cov": {"method": "cov", "method_options": {"kl_cov_ratio": 0.02, "kl_coef": 1.0}},
+}
+"""Notebook 03's interventions against entropy collapse, each a single switch on :func:`entropy_baseline_config`."""
+
+
+def entropy_baseline_config(preset: str = "ci", seed: int = 0, **overrides) -> RunConfig:
+    """Notebook 03's baseline: zero-RL GRPO made to collapse its entropy within the ``ci`` budget.
+
+    Against notebook 01's run it trains on levels 2-3 only (level 4 is never
+    solved, so its groups carry no advantage and only dilute the entropy
+    trend), at twice the learning rate (1e-4), and with two optimiser steps
+    per generation batch (``steps_per_generation=2``, the mini-batch layout
+    of verl/DAPO): fully on-policy, every PPO ratio is exactly 1, and
+    clip-higher and KL-Cov would have nothing to act on.
+    """
+    check_preset(preset)
+    steps = {"ci": 200, "full": 600, "gpu": 500}[preset]
+    params = dict(levels=(2, 3), max_steps=steps, learning_rate=1e-4, format_reward_weight=0.1,
+                  grpo={"steps_per_generation": 2})
+    grpo = {**params.pop("grpo"), **overrides.pop("grpo", {})}
+    return zero_rl_config(preset, "grpo", seed, **params, grpo=grpo, **overrides)
+
+
+def entropy_intervention_config(preset: str = "ci", name: str = "baseline", seed: int = 0) -> RunConfig:
+    """The baseline with one intervention of :data:`ENTROPY_INTERVENTIONS` switched on."""
+    if name not in ENTROPY_INTERVENTIONS:
+        raise ValueError(f"unknown intervention {name!r}: choose one of {list(ENTROPY_INTERVENTIONS)}")
+    return entropy_baseline_config(preset, seed, **ENTROPY_INTERVENTIONS[name])
+
+
+def entropy_run(preset: str = "ci", name: str = "baseline", seed: int = 0) -> TrainedRun:
+    """One of notebook 03's runs, trained on first use and cached in ``runs/03_entropy_collapse/``."""
+    cfg = entropy_intervention_config(preset, name, seed)
+    return load_or_train(cfg, ENTROPY_NOTEBOOK, name.lower().replace(" ", "-").replace("/", ""))

@@ -52,3 +52,31 @@ def metric_over_steps(
     sns.lineplot(data=data, x="step", y="smoothed", hue=hue, ax=ax)
     ax.set(ylabel=ylabel or metric)
     return ax
+
+
+def token_view(rows: list[list[tuple[str, float, bool]]], labels: list[str] | None = None, vmax: float | None = None):
+    """Completions as coloured tokens: background shade = entropy, red border = forking token.
+
+    Each row is a list of ``(token text, entropy, is_forking)``; the result is an
+    IPython ``HTML`` object that renders inline in a notebook and falls back to
+    its text repr elsewhere.
+    """
+    import html
+
+    from IPython.display import HTML
+
+    vmax = vmax or max((e for row in rows for _, e, _ in row), default=1.0) or 1.0
+    cmap = plt.get_cmap("Blues")
+    lines = []
+    for i, row in enumerate(rows):
+        cells = []
+        for text, entropy, forking in row:
+            r, g, b, _ = cmap(0.1 + 0.8 * min(entropy / vmax, 1.0))
+            border = "2px solid #d62728" if forking else "2px solid transparent"
+            cells.append(
+                f'<span title="H={entropy:.3f}" style="background:rgb({r*255:.0f},{g*255:.0f},{b*255:.0f});'
+                f'border:{border};padding:1px 2px;margin:0 1px;font-family:monospace">{html.escape(text)}</span>'
+            )
+        label = f"<b>{html.escape(labels[i])}</b> " if labels else ""
+        lines.append(f"<div style='margin:3px 0'>{label}{''.join(cells)}</div>")
+    return HTML("".join(lines))

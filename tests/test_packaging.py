@@ -69,7 +69,7 @@ def test_notebooks_use_python3_kernel_and_a_parameters_cell():
     import nbformat
 
     for path in sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
+        nb = nbformat.reads(path.read_text(), as_version=4)
         assert nb.metadata["kernelspec"]["name"] == "python3", path.name
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
@@ -93,3 +93,14 @@ def test_cli_rejects_unknown_fields(tmp_path):
     bad.write_text("max_step: 10\n")
     with pytest.raises(ValueError, match="unknown RunConfig fields \\['max_step'\\]"):
         RunConfig.from_yaml(bad)
+
+
+def test_gpu_parameter_files_name_only_parameters_their_notebook_has():
+    import nbformat
+
+    for params in sorted((PROJECT_ROOT / "notebooks" / "params" / "gpu").glob("*.yaml")):
+        nb = nbformat.reads((PROJECT_ROOT / "notebooks" / f"{params.stem}.ipynb").read_text(), as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        names = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line}
+        unknown = set(yaml.safe_load(params.read_text())) - names
+        assert not unknown, f"{params.name} sets parameters {sorted(unknown)} that {params.stem} does not have"
