@@ -68,12 +68,9 @@ def _random_r1_shaped_model(folder: Path, spec: dict) -> None:
     from rlnb.lora import r1_distill_qwen_1p5b_config
     from rlnb.world import build_tokenizer
 
-    config = r1_distill_qwen_1p5b_config()
-    for key, value in (spec.get("shape") or {}).items():
-        setattr(config, key, value)
     tok = build_tokenizer()
-    config.pad_token_id = tok.pad_token_id
-    config.bos_token_id, config.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    config = r1_distill_qwen_1p5b_config(**{**(spec.get("shape") or {}), "pad_token_id": tok.pad_token_id,
+                                            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id})
     torch.manual_seed(0)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(str(folder))

@@ -293,17 +293,19 @@ def grpo_step_cost(cfg, steps: int = 5, warmup: int = 1) -> StepCost:
     )
 
 
-def r1_distill_qwen_1p5b_config() -> PretrainedConfig:
+def r1_distill_qwen_1p5b_config(**overrides: Any) -> PretrainedConfig:
     """The shape of DeepSeek-R1-Distill-Qwen-1.5B (Tina's base) as a local ``Qwen2Config``, no download.
 
     Only the shape: for sizing adapters (:func:`lora_parameter_count`) and for
     benchmarking steps with random weights on a machine that has no hub.
+    ``overrides`` replace fields (e.g. fewer layers for a smoke test).
     """
     from transformers import Qwen2Config
 
-    return Qwen2Config(
+    shape = dict(
         vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
         num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=131072,
         rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
         bos_token_id=151646, eos_token_id=151643,
     )
+    return Qwen2Config(**{**shape, **overrides})

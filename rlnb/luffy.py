@@ -25,10 +25,9 @@ the group's baseline, trained by negative log-likelihood: "RL + SFT loss"), and
 ``on_policy_scale=0`` with ``"sft"`` (plain SFT on the traces; the rollouts are
 then generated only to measure the policy's own accuracy and entropy).
 
-Generation: TRL samples the full group of ``G`` and ``k`` of them are replaced
-by the traces. Sampling only ``G - k`` would save ``k/G`` of the generation, but
-TRL's vLLM path generates ``num_generations`` per unique prompt, so replacing
-keeps every generation backend working unchanged.
+Generation: only the ``G - k`` on-policy slots of each group are sampled and the
+traces fill the other ``k``. TRL's vLLM path samples ``num_generations`` per unique
+prompt, so there the full group is sampled and ``k`` rollouts are replaced.
 """
 
 from __future__ import annotations
@@ -183,16 +182,25 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
         return ((adv - centre) * on).view(-1)
 
     def _generate(self, prompts: list) -> tuple:
-        out = super()._generate(prompts)
         if self._batch_experts is None:
-            return out
+            return super()._generate(prompts)
+        own = [i for i in range(len(prompts)) if not self._is_trace_slot(i)]
+        if self.use_vllm:  # vLLM samples num_generations per unique prompt: sample the full group, replace k
+            out = list(super()._generate(prompts))
+        else:  # generate only the G - k on-policy slots, then widen every per-row list back to the full batch
+            sub = super()._generate([prompts[i] for i in own])
+            source = self._row_sources(len(prompts), own)
+            out = [[part[j] for j in source] if isinstance(part, list) and len(part) == len(own) else part
+                   for part in sub]
+            if out[5]:  # extra fields of a rollout_func: per-row lists
+                out[5] = {k: [v[j] for j in source] if isinstance(v, list) and len(v) == len(own) else v
+                          for k, v in out[5].items()}
         prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
         tok = self._tokenizer
-        limit = self.max_completion_length
         for i, text in enumerate(self._batch_experts):
             if not self._is_trace_slot(i):
                 continue
-            ids = (tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:limit]
+            ids = (tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[: self.max_completion_length]
             completion_ids[i] = ids
             completions[i] = [{"role": "assistant", "content": text}] if isinstance(completions[i], list) else text
             if logprobs is not None:  # vLLM: no sampling log-prob for a trace; NaN makes TRL's correction 1
@@ -200,6 +208,16 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
             if tool_mask is not None:
                 tool_mask[i] = [1] * len(ids)
         return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
+
+    def _row_sources(self, n: int, own: list[int]) -> list[int]:
+        """For each of ``n`` rows, the index among the generated rows ``own`` whose prompt it shares.
+
+        A trace slot borrows its group's first on-policy row (same prompt), whose
+        completion is then overwritten by the trace.
+        """
+        index = {row: j for j, row in enumerate(own)}
+        g = self.num_generations
+        return [index[i] if i in index else index[(i // g) * g + self.expert_traces] for i in range(n)]
 
     def _record_rollouts(self, inputs: list[dict[str, Any]], output: dict[str, Any]) -> None:
         """Per-level accuracy and step-writing of the policy's own rollouts (the traces would read 100%)."""

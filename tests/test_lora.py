@@ -125,3 +125,19 @@ def test_tina_config_names_bad_keys():
     params = tina_params()
     with pytest.raises(ValueError, match=r"missing \['beta'\], unknown \['betta'\]"):
         tina_config({**{k: v for k, v in params.items() if k != "beta"}, "betta": 0.04})
+
+
+def test_step_cost_times_generation_and_counts_what_is_trained():
+    from rlnb.lora import grpo_step_cost
+    from rlnb.train import RunConfig
+
+    small = dict(prompts_per_step=2, num_generations=4, max_completion_length=16, learning_rate=1e-3)
+    lora = grpo_step_cost(RunConfig(**small, lora=lora_options(2)), steps=1, warmup=1)
+    full = grpo_step_cost(RunConfig(**small), steps=1, warmup=0)
+    for cost in (lora, full):
+        assert 0 < cost.generation_seconds_per_step < cost.seconds_per_step
+        assert 0 < cost.generated_tokens_per_step <= 8 * 16 and cost.generated_tokens_per_s > 0
+        assert cost.peak_memory_mb >= 0
+    assert full.params.trainable == full.params.total and lora.params.trainable < 0.05 * full.params.total
+    with pytest.raises(ValueError, match="steps >= 1"):
+        grpo_step_cost(RunConfig(**small), steps=0)
