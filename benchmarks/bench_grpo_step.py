@@ -90,10 +90,12 @@ def run_one(spec: dict) -> dict:
             _random_r1_shaped_model(Path(model_dir), spec)
         cfg = _config(spec, model_dir)
         cost = grpo_step_cost(cfg, steps=spec["steps"], warmup=spec["warmup"])
+    # PEFT's total includes the adapter; the base model is what remains
+    base = cost.params.total - (cost.params.trainable if spec["rank"] is not None else 0)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and spec["preset"] == "gpu" else "cpu"
     return {
         "world": spec["world"], "method": "full" if spec["rank"] is None else f"lora r{spec['rank']}",
-        "trainable_params": cost.params.trainable, "trainable_%": round(100 * cost.params.fraction, 2),
+        "trainable_params": cost.params.trainable, "trainable_%_of_base": round(100 * cost.params.trainable / base, 2),
         "completions_per_step": cfg.prompts_per_step * cfg.num_generations,
         "s_per_step": round(cost.seconds_per_step, 3),
         "generation_s_per_step": round(cost.generation_seconds_per_step, 3),

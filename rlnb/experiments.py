@@ -183,3 +183,66 @@ def entropy_run(preset: str = "ci", name: str = "baseline", seed: int = 0) -> Tr
     """One of notebook 03's runs, trained on first use and cached in ``runs/03_entropy_collapse/``."""
     cfg = entropy_intervention_config(preset, name, seed)
     return load_or_train(cfg, ENTROPY_NOTEBOOK, name.lower().replace(" ", "-").replace("/", ""))
+
+
+LUFFY_NOTEBOOK = "02_luffy_off_policy"
+LUFFY_METHODS: dict[str, dict] = {
+    # run name -> LuffyGRPOTrainer options on top of luffy_config's shared settings (one switch each)
+    "luffy": {},
+    "luffy-no-shaping": {"policy_shaping": False},  # off-policy weight p itself (pi_phi = 1), no f
+    "rl+sft": {"off_policy_loss": "sft"},  # traces outside the group's baseline, trained by NLL
+    "sft": {"off_policy_loss": "sft", "on_policy_scale": 0.0, "entropy_coef": 0.0},  # rollouts only measured
+    "on-policy": {"expert_traces": 0},  # the same trainer and settings with no traces: plain GRPO
+}
+"""Notebook 02's runs, all from the shipped base and one seed; ``sft-grpo`` (GRPO from ``sft``) is built on top."""
+LUFFY_BASE_OPTIONS = {"expert_traces": 8, "off_policy_scale": 4.0}
+"""LUFFY's options shared by every notebook-02 run (see :func:`luffy_config`)."""
+LUFFY_HARD_LEVEL = 6
+"""The level the notebook judges LUFFY on: outside the base's support (see notebook 00's profile)."""
+
+
+def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overrides) -> RunConfig:
+    """One of notebook 02's runs: LUFFY, or one of its baselines in :data:`LUFFY_METHODS`.
+
+    Shared settings, chosen from short probes on this world (the notebook says why):
+    training levels 4-6 (the hard level 6 plus the two below it, whose digit positions it
+    shares), groups of 16 with 8 expert traces (the shaped weight is at most 0.25 per token, so a
+    single trace per group is too weak a signal for a 1M-parameter model to learn a new digit count
+    in minutes), learning rate 3e-4 (1e-3 destroyed the levels the base can do within 50 steps), the
+    off-policy term scaled by 4, up to 64 completion tokens (a 6-digit trace is 63 with its EOS).
+    """
+    check_preset(preset)
+    if name not in LUFFY_METHODS:
+        raise ValueError(f"unknown notebook-02 run {name!r}: choose one of {list(LUFFY_METHODS)} or 'sft-grpo'")
+    steps = {"ci": 300, "full": 1500, "gpu": 500}[preset]
+    options = {**LUFFY_BASE_OPTIONS, **LUFFY_METHODS[name], **overrides.pop("method_options", {})}
+    params = dict(method="luffy", preset=preset, seed=seed, levels=(4, 5, 6), max_steps=steps,
+                  learning_rate=3e-4, prompts_per_step=4, num_generations=16, max_completion_length=64,
+                  loss_type="dr_grpo", scale_rewards="none", format_reward_weight=0.1, method_options=options)
+    params.update(overrides)
+    return RunConfig(**params)
+
+
+def luffy_run(preset: str = "ci", name: str = "luffy", seed: int = 0) -> TrainedRun:
+    """A notebook-02 run, trained on first use and cached in ``runs/02_luffy_off_policy/``.
+
+    ``sft-grpo`` continues the ``sft`` run's final model with on-policy GRPO
+    (the ``on-policy`` settings) for half as many steps: the paper's SFT + RL.
+    """
+    if name == "sft-grpo":
+        start = sft(preset, seed)
+        base = luffy_config(preset, "on-policy", seed)
+        cfg = luffy_config(preset, "on-policy", seed, model=str(start.run_dir / "final"),
+                           max_steps=base.max_steps // 2)
+        return load_or_train(cfg, LUFFY_NOTEBOOK, name)
+    return load_or_train(luffy_config(preset, name, seed), LUFFY_NOTEBOOK, name)
+
+
+def luffy(preset: str = "ci", seed: int = 0) -> TrainedRun:
+    """Notebook 02's LUFFY run (notebook 04 loads it for pass@k)."""
+    return luffy_run(preset, "luffy", seed)
+
+
+def sft(preset: str = "ci", seed: int = 0) -> TrainedRun:
+    """Notebook 02's SFT-on-expert-traces run (notebook 04 loads it for pass@k)."""
+    return luffy_run(preset, "sft", seed)

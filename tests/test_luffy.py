@@ -78,10 +78,19 @@ def test_groups_keep_the_configured_number_of_expert_traces(tmp_path):
     cfg = RunConfig(**{**TINY, "num_generations": 6, "method_options": {"expert_traces": 2}})
     trainer = build_trainer(cfg, tmp_path)
     trainer.model.train()
+    sampled = []
+    generate = trainer._generate_single_turn
+
+    def spy(prompt_ids, *args, **kwargs):
+        sampled.append(len(prompt_ids))
+        return generate(prompt_ids, *args, **kwargs)
+
+    trainer._generate_single_turn = spy
     inputs = _rollout_batch(trainer)
     out = trainer._generate_and_score_completions(inputs)
     off = out["off_policy_mask"].view(-1, 6)
     assert off.sum(1).tolist() == [2, 2]
+    assert sampled == [2 * (6 - 2)]  # only the on-policy slots are generated
     texts = trainer.processing_class.batch_decode(out["completion_ids"] * out["completion_mask"],
                                                   skip_special_tokens=True)
     for i, row in enumerate(inputs):
