@@ -96,7 +96,8 @@ def test_groups_keep_the_configured_number_of_expert_traces(tmp_path):
     for i, row in enumerate(inputs):
         if out["off_policy_mask"][i]:
             assert texts[i] == row["expert"]
-            assert out["completion_ids"][i, out["completion_mask"][i].sum() - 1] == trainer.processing_class.eos_token_id
+            last = out["completion_mask"][i].sum() - 1
+            assert out["completion_ids"][i, last] == trainer.processing_class.eos_token_id
     # Mixed-group advantage: r - mean(r) over all 6 rows, so each group sums to zero and traces (r >= 1) get A >= 0.
     adv = out["advantages"].view(-1, 6)
     torch.testing.assert_close(adv.sum(1), torch.zeros(2), atol=1e-5, rtol=0)
