@@ -67,7 +67,10 @@ def lora_rl_config(
     """
     from rlnb.lora import lora_options
 
-    steps = {"ci": 150, "full": 400, "gpu": 400}[preset]
+    if preset == "gpu":
+        raise ValueError("the tiny-world LoRA comparison runs on the CPU presets ('ci', 'full'); "
+                         "the gpu preset's run is tina_config(tina_params())")
+    steps = {"ci": 150, "full": 400}[check_preset(preset)]
     lr = learning_rate if learning_rate is not None else LORA_FULL_LR * (1 if rank is None else LORA_LR_MULTIPLIER)
     params = dict(format_reward_weight=0.1, max_steps=steps, learning_rate=lr,
                   lora=None if rank is None else lora_options(rank),

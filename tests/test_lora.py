@@ -100,6 +100,8 @@ def test_lora_runs_use_a_higher_shared_learning_rate():
     assert lora.learning_rate == pytest.approx(LORA_LR_MULTIPLIER * full.learning_rate)
     assert {k: v for k, v in full.to_dict().items() if k not in ("lora", "learning_rate")} == \
            {k: v for k, v in lora.to_dict().items() if k not in ("lora", "learning_rate")}
+    with pytest.raises(ValueError, match="CPU presets"):
+        lora_rl_config("gpu", 0, 8)
 
 
 def test_gpu_preset_tina_config_validates_on_cpu(tmp_path):
