@@ -73,10 +73,7 @@ def lora_rl_config(
     steps = {"ci": 150, "full": 400}[check_preset(preset)]
     lr = learning_rate if learning_rate is not None else LORA_FULL_LR * (1 if rank is None else LORA_LR_MULTIPLIER)
     params = dict(format_reward_weight=0.1, max_steps=steps, learning_rate=lr,
-                  lora=None if rank is None else lora_options(rank),
-                  # TRL turns activation checkpointing on by default; on a 1M-parameter model it only
-                  # costs time (measured: about 20% of a step, LoRA and full alike)
-                  grpo={"gradient_checkpointing": False})
+                  lora=None if rank is None else lora_options(rank))
     params.update(overrides)
     return zero_rl_config(preset, "grpo", seed, **params)
 
@@ -217,8 +214,9 @@ def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overr
     training levels 4-6 (the hard level 6 plus the two below it, whose digit positions it
     shares), groups of 16 with 8 expert traces (the shaped weight is at most 0.25 per token, so a
     single trace per group is too weak a signal for a 1M-parameter model to learn a new digit count
-    in minutes), learning rate 3e-4 (1e-3 destroyed the levels the base can do within 50 steps), the
-    off-policy term scaled by 4, up to 64 completion tokens (a 6-digit trace is 63 with its EOS).
+    in minutes), learning rate 3e-4 (in probes 1e-3 wiped out levels 2-3 within 50 steps; 3e-4 still
+    loses them by step 300, since they are not trained on), the off-policy term scaled by 4 (LUFFY's
+    official scale is 1), up to 64 completion tokens (a 6-digit trace is 63 with its EOS).
     """
     check_preset(preset)
     if name not in LUFFY_METHODS:
