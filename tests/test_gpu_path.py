@@ -1,8 +1,8 @@
 """The `gpu` code path, run end to end on a CPU with the project's tiny model.
 
 Everything but vLLM: a MATH-format data set written here, R1 prompts through
-the tiny tokenizer's chat template, sampling, math-verify rewards, two GRPO
-steps through TRL, and pass@k evaluation.
+the tiny tokenizer's chat template, sampling, math-verify rewards, two GRPO and two LUFFY
+steps through TRL (LUFFY's traces from a data-set column), and pass@k evaluation.
 """
 
 import json
@@ -57,3 +57,13 @@ def test_math_task_without_a_dataset_is_named():
         RunConfig(task="math")
     with pytest.raises(ValueError, match="unknown task 'chess'"):
         RunConfig(task="chess")
+
+
+def test_math_luffy_two_steps_with_traces_from_a_column(math_file):
+    cfg = RunConfig(method="luffy", task="math", dataset=str(math_file), trace_column="trace", max_steps=2,
+                    prompts_per_step=2, num_generations=4, max_completion_length=24, learning_rate=1e-3,
+                    save_steps=2, loss_type="dr_grpo", scale_rewards="none", method_options={"expert_traces": 1})
+    run = load_or_train(cfg, "test", "math-luffy")
+    assert run.trained and run.info["steps"] == 2
+    names = set(run.metrics["metric"])
+    assert {"off_policy/prob", "on_policy/prob"} <= names
