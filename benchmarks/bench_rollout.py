@@ -16,6 +16,7 @@ the bound is optimistic at long contexts).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def main() -> None:
     model, tokenizer = build(ns.arch, device)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bandwidth = measured_bandwidth(device)
+    if ns.backend == "vllm":  # vLLM loads its own weights: hand it a saved copy of the same model
+        folder = tempfile.mkdtemp(prefix="rlnb-bench-")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        model = folder
     rows = []
     for batch in map(int, ns.batch_sizes.split(",")):
         prompts = ["12+34="] * batch
