@@ -86,7 +86,7 @@ def main() -> None:
     rows = []
     for batch in map(int, ns.batch_sizes.split(",")):
         prompts = ["12+34="] * batch
-        sample(model, tokenizer, prompts[:1], 1, max_new_tokens=4, progress=False)  # warm-up
+        sample(model, tokenizer, prompts[:1], 1, max_new_tokens=4, backend=ns.backend, progress=False)  # warm-up
         start = time.perf_counter()
         roll = sample(model, tokenizer, prompts, 1, max_new_tokens=ns.new_tokens, batch_size=batch,
                       backend=ns.backend, progress=False)

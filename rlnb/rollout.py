@@ -9,6 +9,7 @@ lazily and only on a machine with a GPU.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -163,6 +164,14 @@ def require_vllm() -> None:
         )
 
 
+@functools.lru_cache(maxsize=1)
+def _vllm_engine(path: str):
+    """One vLLM engine per model folder, kept across calls: starting one takes tens of seconds."""
+    from vllm import LLM
+
+    return LLM(model=path, gpu_memory_utilization=0.5)
+
+
 def _sample_vllm(
     model: PreTrainedModel | str,
     prompts: Sequence[str],
@@ -174,10 +183,10 @@ def _sample_vllm(
 ) -> Rollouts:
     """vLLM sampling; ``model`` is a model folder or hub id (vLLM loads its own weights)."""
     require_vllm()
-    from vllm import LLM, SamplingParams  # lazy: GPU only
+    from vllm import SamplingParams  # lazy: GPU only
 
     path = model if isinstance(model, str) else model.name_or_path
-    llm = LLM(model=path, seed=seed, gpu_memory_utilization=0.5)
+    llm = _vllm_engine(path)
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, logprobs=0, seed=seed)
     outputs = llm.generate(list(prompts), params)
     flat, texts, ids_out, logps_out = [], [], [], []
