@@ -145,11 +145,6 @@ def _completion_length(tokens: torch.Tensor, eos_id: int, pad_id: int) -> int:
     return int((tokens != pad_id).sum())
 
 
-def vllm_available() -> bool:
-    """vLLM is usable only when it is installed and a CUDA device is present."""
-    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-
-
 def require_vllm() -> None:
     """Raise a clear error that says what to use instead when vLLM cannot run here."""
     if not torch.cuda.is_available():

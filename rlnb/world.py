@@ -30,7 +30,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -314,11 +314,3 @@ def save_base(result: PretrainResult, recipe: PretrainRecipe, out_dir: Path) -> 
     meta = {"recipe": asdict(recipe), "seconds": round(result.seconds, 1),
             "final_loss": sum(result.losses[-50:]) / max(1, len(result.losses[-50:]))}
     (out_dir / "recipe.json").write_text(json.dumps(meta, indent=2))
-
-
-def iter_levels(levels: Sequence[int] | None = None) -> Iterator[int]:
-    """The requested levels, validated (all levels when ``None``)."""
-    for level in levels or LEVELS:
-        if level not in LEVELS:
-            raise ValueError(f"unknown level {level!r}: the world has levels {LEVELS}")
-        yield level
