@@ -54,10 +54,15 @@ def run_path(cfg: RunConfig, notebook: str, name: str) -> Path:
     return runs_dir() / notebook / f"{name}-{config_hash(cfg)}"
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The training step a TRL ``checkpoint-N`` folder was saved at."""
+    return int(checkpoint.name.split("-")[1])
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete TRL checkpoint in a run folder, if any."""
     ckpts = [p for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
+    return max(ckpts, key=checkpoint_step, default=None)
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -111,17 +116,18 @@ def _train(cfg: RunConfig, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     resume = last_checkpoint(folder)
+    resume_step = checkpoint_step(resume) if resume else 0
     if resume is None:
         (folder / METRICS_FILE).unlink(missing_ok=True)
     else:
-        truncate_metrics(folder, int(resume.name.split("-")[1]))
+        truncate_metrics(folder, resume_step)
         print(f"resuming {folder.name} from {resume.name}")
     trainer = build_trainer(cfg, folder)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
     _save_final(trainer, folder)
-    steps_done = trainer.state.global_step - (int(resume.name.split("-")[1]) if resume else 0)
+    steps_done = trainer.state.global_step - resume_step
     info = {"steps": trainer.state.global_step, "train_seconds": seconds,
             "seconds_per_step": seconds / max(1, steps_done), "resumed_from": resume.name if resume else None}
     (folder / DONE).write_text(json.dumps(info, indent=2))
