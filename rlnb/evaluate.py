@@ -1,15 +1,18 @@
-"""Sample-and-verify evaluation of a model on held-out problems of the tiny world.
+"""Sample-and-verify evaluation of a model on held-out problems.
 
 The result is a per-problem table of correct counts (and how often the model
 wrote steps), so pass@k curves, bootstrap bands and coverage tables are all
-recomputed from it without sampling again.
+recomputed from it without sampling again. :class:`HeldOut` gives the tiny
+world's problems and a MATH-style evaluation set (the ``gpu`` preset) the same
+table, so a notebook's analysis cells run unchanged under every preset.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,20 +68,23 @@ def evaluate(
     With ``cache`` (a CSV path) an existing table is returned as is and a new
     one is written there, so re-running a notebook does not sample again.
     """
+    def run() -> pd.DataFrame:
+        rollouts = sample(model, tokenizer, [p.prompt for p in problems], n, max_new_tokens=MAX_NEW_TOKENS,
+                          temperature=temperature, batch_size=batch_size, seed=seed, progress=progress)
+        return score_rollouts(problems, rollouts)
+
+    return cached_table(cache, run)
+
+
+def cached_table(cache: str | Path | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``compute()``, or the CSV at ``cache`` when it exists (written after a fresh compute).
+
+    Evaluation tables are the expensive part of re-running a notebook; the
+    cache path names the model, sample count and seed, so it is never stale.
+    """
     if cache is not None and Path(cache).exists():
         return pd.read_csv(cache)
-    rollouts = sample(
-        model,
-        tokenizer,
-        [p.prompt for p in problems],
-        n,
-        max_new_tokens=MAX_NEW_TOKENS,
-        temperature=temperature,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-    )
-    table = score_rollouts(problems, rollouts)
+    table = compute()
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(cache, index=False)
@@ -148,34 +154,40 @@ def evaluate_dataset(
     seed: int = 0,
     batch_size: int = 64,
     backend: str = "hf",
+    cache: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Per-problem correct counts on a data set with ``prompt`` and ``answer`` columns (any task).
 
     The defaults are the evaluation settings of Yue et al. and Tina (temperature
     0.6, top-p 0.95). ``model`` may be a folder or hub id for the vLLM backend.
+    ``cache`` works as in :func:`evaluate`.
     """
     from rlnb.tasks import get_task
 
     judge = get_task(task)
-    prompts = [render_prompt(p, tokenizer) for p in dataset["prompt"]]
-    rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=max_new_tokens, temperature=temperature,
-                      top_p=top_p, batch_size=batch_size, seed=seed, backend=backend, progress=progress)
-    answers = list(dataset["answer"])
-    idx = rollouts.prompt_index
-    correct = np.array([judge.is_correct(t, answers[i]) for t, i in zip(rollouts.texts, idx)])
-    steps = np.array([judge.wrote_steps(t) for t in rollouts.texts])
-    size = len(prompts)
-    levels = dataset["level"] if "level" in getattr(dataset, "column_names", []) else [None] * size
-    return pd.DataFrame({
-        "problem": range(size),
-        "level": [level_number(x) for x in levels],
-        "n": n,
-        "correct": np.bincount(idx, weights=correct, minlength=size).astype(int),
-        "steps": np.bincount(idx, weights=steps, minlength=size).astype(int),
-        "mean_length": np.bincount(idx, weights=rollouts.lengths, minlength=size) / n,
-        "answer": answers,
-    })
+
+    def run() -> pd.DataFrame:
+        prompts = [render_prompt(p, tokenizer) for p in dataset["prompt"]]
+        rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, batch_size=batch_size, seed=seed, backend=backend, progress=progress)
+        answers = list(dataset["answer"])
+        idx = rollouts.prompt_index
+        correct = np.array([judge.is_correct(t, answers[i]) for t, i in zip(rollouts.texts, idx)])
+        steps = np.array([judge.wrote_steps(t) for t in rollouts.texts])
+        size = len(prompts)
+        levels = dataset["level"] if "level" in getattr(dataset, "column_names", []) else [None] * size
+        return pd.DataFrame({
+            "problem": range(size),
+            "level": [level_number(x) for x in levels],
+            "n": n,
+            "correct": np.bincount(idx, weights=correct, minlength=size).astype(int),
+            "steps": np.bincount(idx, weights=steps, minlength=size).astype(int),
+            "mean_length": np.bincount(idx, weights=rollouts.lengths, minlength=size) / n,
+            "answer": answers,
+        })
+
+    return cached_table(cache, run)
 
 
 def level_number(value: Any) -> int:
@@ -205,3 +217,55 @@ def pass_at_k_bands(
             band = bootstrap_pass_at_k(n, grp["correct"].to_numpy(), ks=ks, n_boot=n_boot, seed=seed)
             frames.append(band.assign(model=name, level=level))
     return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class HeldOut:
+    """The held-out problems a notebook evaluates every model on.
+
+    Either the tiny world's ``problems`` (levels = digit counts) or a MATH-style
+    ``dataset`` (levels = MATH's 1-5, R1 prompts, math-verify; the ``gpu``
+    preset). :meth:`evaluate` returns the same per-problem table for both.
+    """
+
+    problems: list[Problem] | None = None
+    dataset: Any = None
+    max_new_tokens: int = MAX_NEW_TOKENS
+    backend: str = "hf"
+
+    @classmethod
+    def for_preset(
+        cls, preset: str, levels: Sequence[int], size: int, seed: int, *, eval_dataset: str = "",
+        max_new_tokens: int = 2048, backend: str = "hf",
+    ) -> "HeldOut":
+        """World problems (``size`` per level) on the CPU presets; ``size`` problems of ``eval_dataset`` on ``gpu``."""
+        if preset != "gpu":
+            from rlnb.world import make_problems
+
+            return cls(problems=make_problems(levels, size, seed=seed))
+        if not eval_dataset:
+            raise ValueError("the gpu preset evaluates on a MATH-style set: pass eval_dataset "
+                             "(e.g. HuggingFaceH4/MATH-500, from notebooks/params/gpu/)")
+        from rlnb.math_task import load_math_dataset
+
+        return cls(dataset=load_math_dataset(eval_dataset, split="test", limit=size),
+                   max_new_tokens=max_new_tokens, backend=backend)
+
+    @property
+    def levels(self) -> list[int]:
+        """The levels present, in order (MATH problems without a level count as level 0)."""
+        if self.problems is not None:
+            return sorted({p.level for p in self.problems})
+        return sorted({level_number(x) for x in self.dataset["level"]}) if "level" in self.dataset.column_names else [0]
+
+    def evaluate(
+        self, model: PreTrainedModel | str, tokenizer: PreTrainedTokenizerBase, n: int, *, seed: int = 0,
+        cache: str | Path | None = None, progress: bool = False,
+    ) -> pd.DataFrame:
+        """Per-problem table ``level, n, correct, steps, mean_length`` (cached at ``cache`` when given)."""
+        if self.problems is not None:
+            if isinstance(model, str):
+                raise ValueError("world problems are sampled with the transformers backend: pass a loaded model")
+            return evaluate(model, tokenizer, self.problems, n, seed=seed, cache=cache, progress=progress)
+        return evaluate_dataset(model, tokenizer, self.dataset, n, max_new_tokens=self.max_new_tokens, seed=seed,
+                                backend=self.backend, cache=cache, progress=progress)

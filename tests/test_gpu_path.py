@@ -67,3 +67,28 @@ def test_math_luffy_two_steps_with_traces_from_a_column(math_file):
     assert run.trained and run.info["steps"] == 2
     names = set(run.metrics["metric"])
     assert {"off_policy/prob", "on_policy/prob"} <= names
+
+
+def test_held_out_math_set_gives_the_world_table_and_is_cached(math_file, base, tmp_path):
+    from rlnb.evaluate import HeldOut
+
+    model, tokenizer = base
+    held = HeldOut(dataset=load_math_dataset(str(math_file), split="train"), max_new_tokens=8)
+    assert held.levels == [0]  # no level column: one level, 0
+    cache = tmp_path / "eval.csv"
+    table = held.evaluate(model, tokenizer, 3, cache=cache)
+    assert {"level", "n", "correct", "steps", "mean_length"} <= set(table.columns)
+    assert cache.exists() and list(table["n"]) == [3] * len(ROWS)
+    cache.write_text(cache.read_text().replace(",3,", ",99,", 1))  # a cached table is read, not recomputed
+    assert 99 in set(held.evaluate(model, tokenizer, 3, cache=cache)["n"])
+
+
+def test_held_out_for_the_gpu_preset_needs_an_evaluation_set():
+    from rlnb.evaluate import HeldOut
+
+    with pytest.raises(ValueError, match="pass eval_dataset"):
+        HeldOut.for_preset("gpu", levels=(2,), size=4, seed=0)
+    world = HeldOut.for_preset("ci", levels=(2, 4), size=3, seed=0)
+    assert world.levels == [2, 4] and len(world.problems) == 6
+    with pytest.raises(ValueError, match="pass a loaded model"):
+        world.evaluate("some/model", None, 2)
