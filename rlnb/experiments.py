@@ -205,6 +205,8 @@ LUFFY_BASE_OPTIONS = {"expert_traces": 8, "off_policy_scale": 4.0}
 """LUFFY's options shared by every notebook-02 run (see :func:`luffy_config`)."""
 LUFFY_HARD_LEVEL = 6
 """The level the notebook judges LUFFY on: outside the base's support (see notebook 00's profile)."""
+GPU_LUFFY_YAML = PROJECT_ROOT / "configs" / "luffy_math_1.5b.yaml"
+"""The `gpu` preset of notebook 02: LUFFY's official settings on a real math model, traces from a data-set column."""
 
 
 def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overrides) -> RunConfig:
@@ -221,7 +223,13 @@ def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overr
     check_preset(preset)
     if name not in LUFFY_METHODS:
         raise ValueError(f"unknown notebook-02 run {name!r}: choose one of {list(LUFFY_METHODS)} or 'sft-grpo'")
-    steps = {"ci": 300, "full": 1500, "gpu": 500}[preset]
+    if preset == "gpu":  # the official run's options (1 trace of 8, no extra scale) from the YAML, then the switch
+        params = RunConfig.from_yaml(GPU_LUFFY_YAML).to_dict()
+        params["method_options"] = {**params["method_options"], **LUFFY_METHODS[name],
+                                    **overrides.pop("method_options", {})}
+        params.update(seed=seed, **overrides)
+        return RunConfig(**params)
+    steps = {"ci": 300, "full": 1500}[preset]
     options = {**LUFFY_BASE_OPTIONS, **LUFFY_METHODS[name], **overrides.pop("method_options", {})}
     params = dict(method="luffy", preset=preset, seed=seed, levels=(4, 5, 6), max_steps=steps,
                   learning_rate=3e-4, prompts_per_step=4, num_generations=16, max_completion_length=64,

@@ -160,3 +160,16 @@ def test_a_two_step_lora_run_finishes():
     assert (run.run_dir / "adapter").exists() and (run.run_dir / "final" / "config.json").exists()
     names = set(run.metrics["metric"])
     assert {"on_policy/prob", "off_policy/prob", "off_policy/loss_share", "off_policy/weight_mean", "entropy"} <= names
+
+
+def test_gpu_preset_runs_luffy_and_its_baselines_from_the_math_config(monkeypatch):
+    """Validated on a CPU by pretending a GPU is there: a YAML typo fails here, not on the GPU."""
+    import torch
+
+    from rlnb.experiments import LUFFY_METHODS, luffy_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name, switch in LUFFY_METHODS.items():
+        cfg = luffy_config("gpu", name)
+        assert cfg.task == "math" and cfg.method == "luffy" and cfg.trace_column == "solution"
+        assert cfg.method_options == {"expert_traces": 1, **switch}, name
