@@ -146,7 +146,7 @@ class CovGRPOTrainer(RecordingGRPOTrainer):
             logps, old_logps, selected = self._kl_terms
             self._kl_terms = None
             penalty = kl_cov_penalty(logps, old_logps, selected, self.kl_coef)
-            loss = loss + self._aggregate(penalty, self._loss_mask(inputs), inputs)
+            loss = loss + self.reduce_per_token(penalty, self._loss_mask(inputs), inputs)
             if self.model.training:
                 self._metrics["train"]["kl_cov/penalty"].append(float(penalty.detach().sum() / selected.sum().clamp(min=1)))
         return loss
@@ -186,23 +186,3 @@ class CovGRPOTrainer(RecordingGRPOTrainer):
     def _loss_mask(inputs: dict[str, Any]) -> torch.Tensor:
         mask = inputs["completion_mask"]
         return mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]
-
-    def _aggregate(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
-        """Reduce a per-token term exactly as TRL 1.16 reduces its per-token loss for this ``loss_type``.
-
-        The reduction is linear, so adding this to TRL's loss equals adding the
-        term to TRL's per-token loss before its reduction.
-        """
-        train = self.model.training
-        accumulation = self.current_gradient_accumulation_steps if train else 1.0
-        masked = per_token * mask
-        if self.loss_type == "grpo":
-            return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
-        if self.loss_type == "bnpo":
-            return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
-        if self.loss_type == "dr_grpo":
-            return masked.sum() / (per_token.size(0) * self.max_completion_length) / accumulation
-        normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes  # dapo
-        if train:
-            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
-        return masked.sum() / normalizer

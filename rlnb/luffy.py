@@ -16,8 +16,8 @@ differently (:func:`mixed_token_loss`):
   ``p`` (whose weight ``p`` vanishes for them), while tokens the policy already
   knows are pushed gently, which is why shaping keeps exploration alive.
 
-Aggregation is TRL's ``loss_type`` (the official run's "sum over tokens / padded
-response length" is ``dr_grpo``), plus an entropy bonus and no KL.
+Aggregation is TRL's ``loss_type`` (:func:`rlnb.trainers.reduce_like_trl`; the official
+run's "sum over tokens / padded response length" is ``dr_grpo``), plus an entropy bonus and no KL.
 
 The same trainer gives the paper's baselines by switching one option each:
 ``policy_shaping=False`` (raw ``p``), ``off_policy_loss="sft"`` (traces outside
@@ -81,21 +81,6 @@ def mixed_token_loss(
         p = torch.exp(logps)
         off = -(p / (p + shaping_gamma) if policy_shaping else p) * adv
     return on_policy_scale * on * (1 - off_rows), off_policy_scale * off * off_rows
-
-
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_completion_length: int) -> torch.Tensor:
-    """Reduce a (B, T) per-token loss to a scalar as TRL's ``loss_type`` does (one process, no accumulation).
-
-    ``dr_grpo`` (LUFFY's choice): sum over every token / (B * max_completion_length);
-    ``grpo``: mean over each sequence, then over sequences; ``bnpo``/``dapo``: mean over tokens.
-    """
-    if loss_type == "dr_grpo":
-        return (per_token * mask).sum() / (per_token.size(0) * max_completion_length)
-    if loss_type == "grpo":
-        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    if loss_type in ("bnpo", "dapo"):
-        return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
-    raise ValueError(f"loss_type {loss_type!r} is not supported by the LUFFY loss: use dr_grpo, grpo, bnpo or dapo")
 
 
 class LuffyGRPOTrainer(RecordingGRPOTrainer):
@@ -249,13 +234,14 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
             clip=(self.epsilon_low, self.epsilon_high) if self.on_policy_clip else None,
             on_policy_scale=self.on_policy_scale, off_policy_scale=self.off_policy_scale,
         )
-        on_part = aggregate(on_loss, mask, self.loss_type, self.max_completion_length)
-        off_part = aggregate(off_loss, mask, self.loss_type, self.max_completion_length)
+        on_part = self.reduce_per_token(on_loss, mask, inputs)
+        off_part = self.reduce_per_token(off_loss, mask, inputs)
         entropy = (entropies * mask).sum() / mask.sum().clamp(min=1.0)
-        loss = on_part + off_part - self.luffy_entropy_coef * entropy
+        accumulation = self.current_gradient_accumulation_steps if self.model.training else 1.0
+        loss = on_part + off_part - self.luffy_entropy_coef * entropy / accumulation
         if self.model.training:
             self._record_mixed_diagnostics(logps.detach(), entropies.detach(), mask, off, on_part, off_part, inputs)
-        return loss / self.current_gradient_accumulation_steps
+        return loss
 
     def _record_mixed_diagnostics(
         self, logps: torch.Tensor, entropies: torch.Tensor, mask: torch.Tensor, off: torch.Tensor,

@@ -31,6 +31,39 @@ SAMPLES_FILE = "completions.jsonl"
 _LEVEL_KEY = re.compile(r"^(?P<metric>.+)/level_(?P<level>\d+)$")
 
 
+def reduce_like_trl(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    *,
+    max_completion_length: int,
+    accumulation: float = 1.0,
+    items_normalizer: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss term to a scalar exactly as TRL 1.16's GRPO loss does for ``loss_type``.
+
+    ``grpo``: mean over each sequence, then over sequences; ``bnpo``: mean over
+    tokens; ``dr_grpo``: token sum / (B * max_completion_length); each divided by
+    the ``accumulation`` steps. ``dapo``: token sum / ``items_normalizer`` (TRL's
+    ``num_items_in_batch`` rescaled to one accumulation window). The reduction is
+    linear, so a trainer may split its loss into terms, reduce each here and add
+    them (LUFFY), or add a reduced term to TRL's loss (KL-Cov).
+    """
+    masked = per_token * mask
+    if loss_type == "grpo":
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+    if loss_type == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
+    if loss_type == "dr_grpo":
+        return masked.sum() / (per_token.size(0) * max_completion_length) / accumulation
+    if loss_type == "dapo":
+        if items_normalizer is None:
+            raise ValueError("loss_type 'dapo' normalises by the tokens of the whole generation batch: "
+                             "pass items_normalizer")
+        return masked.sum() / items_normalizer
+    raise ValueError(f"loss_type {loss_type!r} is not supported here: use grpo, bnpo, dr_grpo or dapo")
+
+
 class RecordingGRPOTrainer(GRPOTrainer):
     """GRPO exactly as TRL computes it, plus the diagnostics of notebooks 01 and 03.
 
@@ -47,6 +80,18 @@ class RecordingGRPOTrainer(GRPOTrainer):
         self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ rollouts
+    def reduce_per_token(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """:func:`reduce_like_trl` with this trainer's loss type, accumulation and (``dapo``) token count."""
+        train = self.model.training
+        accumulation = self.current_gradient_accumulation_steps if train else 1.0
+        items = None
+        if self.loss_type == "dapo":
+            items = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if train:
+                items = items * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        return reduce_like_trl(per_token, mask, self.loss_type, max_completion_length=self.max_completion_length,
+                               accumulation=accumulation, items_normalizer=items)
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         if self.model.training:

@@ -92,3 +92,16 @@ def test_held_out_for_the_gpu_preset_needs_an_evaluation_set():
     assert world.levels == [2, 4] and len(world.problems) == 6
     with pytest.raises(ValueError, match="pass a loaded model"):
         world.evaluate("some/model", None, 2)
+
+
+def test_gpu_notebooks_load_notebook_01s_run(monkeypatch):
+    """Notebook 01 passes its model and data set as overrides; notebooks 02-04 ask without them: one run, one hash."""
+    import torch
+
+    from rlnb.experiments import zero_rl_config
+    from rlnb.runs import config_hash
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    nb01 = zero_rl_config("gpu", "grpo", 0, format_reward_weight=0.0, model="Qwen/Qwen2.5-Math-1.5B",
+                          dataset="DigitalLearningGmbH/MATH-lighteval")
+    assert config_hash(nb01) == config_hash(zero_rl_config("gpu", "grpo", 0, format_reward_weight=0.0))

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from rlnb.luffy import LuffyGRPOTrainer, aggregate, mixed_token_loss, shaping_weight
+from rlnb.luffy import LuffyGRPOTrainer, mixed_token_loss, shaping_weight
 from rlnb.runs import load_or_train
 from rlnb.train import RunConfig, build_trainer
-from rlnb.trainers import RecordingGRPOTrainer
+from rlnb.trainers import RecordingGRPOTrainer, reduce_like_trl
 
 TINY = dict(method="luffy", max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=36,
             learning_rate=1e-3, save_steps=2, loss_type="dr_grpo", scale_rewards="none", levels=(2, 3))
@@ -40,9 +40,11 @@ def test_mixed_loss_equals_the_formula_term_by_term():
     assert math.isclose(float(on[1, 1]), 2.0 * 0.5, rel_tol=1e-6)
     # Dr. GRPO normalisation: every unmasked token summed, divided by B * max_completion_length.
     total = float((expected * mask).sum()) / (3 * max_len)
-    assert math.isclose(float(aggregate(on + offl, mask, "dr_grpo", max_len)), total, rel_tol=1e-6)
+    reduced = reduce_like_trl(on + offl, mask, "dr_grpo", max_completion_length=max_len)
+    assert math.isclose(float(reduced), total, rel_tol=1e-6)
     per_seq = float(((expected * mask).sum(1) / mask.sum(1)).mean())
-    assert math.isclose(float(aggregate(on + offl, mask, "grpo", max_len)), per_seq, rel_tol=1e-6)
+    reduced = reduce_like_trl(on + offl, mask, "grpo", max_completion_length=max_len, accumulation=2.0)
+    assert math.isclose(float(reduced), per_seq / 2, rel_tol=1e-6)
     # Without the clip, on-policy tokens are exactly -A * ratio; without shaping the trace weight is p itself.
     on_free, off_raw = mixed_token_loss(logps, old, adv, off, clip=None, policy_shaping=False)
     torch.testing.assert_close(on_free[0], -torch.exp(logps[0] - old[0]) * adv[0])
@@ -104,16 +106,17 @@ def test_groups_keep_the_configured_number_of_expert_traces(tmp_path):
     assert (adv[off] >= 0).all()
 
 
-def test_zero_traces_reduce_exactly_to_trls_grpo_loss(tmp_path):
+@pytest.mark.parametrize("loss_type", ["dr_grpo", "dapo", "grpo", "bnpo"])
+def test_zero_traces_reduce_exactly_to_trls_grpo_loss(tmp_path, loss_type):
     options = {"expert_traces": 0, "on_policy_clip": True, "entropy_coef": 0.0}
-    cfg = RunConfig(**{**TINY, "method_options": options})
+    cfg = RunConfig(**{**TINY, "loss_type": loss_type, "method_options": options})
     luffy = build_trainer(cfg, tmp_path / "luffy")
-    grpo = build_trainer(RunConfig(**{**TINY, "method": "grpo"}), tmp_path / "grpo")
+    grpo = build_trainer(RunConfig(**{**TINY, "loss_type": loss_type, "method": "grpo"}), tmp_path / "grpo")
     assert isinstance(luffy, LuffyGRPOTrainer) and type(grpo) is RecordingGRPOTrainer
     grpo.model.load_state_dict(luffy.model.state_dict())
     for t in (luffy, grpo):
         t.model.train()
-        t.current_gradient_accumulation_steps = 1
+        t.current_gradient_accumulation_steps = 2  # the accumulation scaling must match TRL's too
     torch.manual_seed(0)
     inputs = luffy._generate_and_score_completions(_rollout_batch(luffy))
     assert not inputs["off_policy_mask"].any()

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 
-import pandas as pd
 import torch
 from transformers import TrainerCallback
 
