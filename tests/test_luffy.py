@@ -176,3 +176,31 @@ def test_gpu_preset_runs_luffy_and_its_baselines_from_the_math_config(monkeypatc
         cfg = luffy_config("gpu", name)
         assert cfg.task == "math" and cfg.method == "luffy" and cfg.trace_column == "solution"
         assert cfg.method_options == {"expert_traces": 1, **switch}, name
+
+
+def test_group_gradient_mass_by_hand():
+    from rlnb.luffy import group_gradient_mass
+
+    # Two failed own rollouts (5 and 3 tokens) and one correct trace with token probabilities 0.1 and 0.9.
+    mass = group_gradient_mass([5, 3], [0.0, 0.0], [[0.1, 0.9]], [1.0])
+    assert math.isclose(mass["own_pushed"], (5 + 3) / 3)  # A = -1/3 on every own token
+    w = 0.1 * 0.1 / 0.2**2 + 0.1 * 0.9 / 1.0**2  # shaping weights gamma p / (p + gamma)^2
+    assert math.isclose(mass["traces_pulled"], 2 / 3 * w) and mass["own_pulled"] == 0
+    raw = group_gradient_mass([5, 3], [0.0, 0.0], [[0.1, 0.9]], [1.0], policy_shaping=False)
+    assert math.isclose(raw["traces_pulled"], 2 / 3 * 1.0)  # unshaped: the weight is p itself
+    # A solved own rollout is pulled, and a group that all agrees carries no gradient.
+    assert group_gradient_mass([4, 4], [1.0, 0.0], [], [])["own_pulled"] == 2.0
+    assert group_gradient_mass([4], [1.0], [[0.5]], [1.0]) == {"own_pushed": 0.0, "own_pulled": 0.0, "traces_pulled": 0.0}
+
+
+def test_measured_gradient_mass_on_the_tiny_base(base):
+    from rlnb.luffy import measure_gradient_mass
+    from rlnb.world import expert_trace, make_problems
+
+    model, tok = base
+    problems = make_problems([2, 6], 3, seed=0)
+    table = measure_gradient_mass(model, tok, [p.prompt for p in problems], [expert_trace(p.a, p.b) for p in problems],
+                                  [p.answer for p in problems], num_generations=8, expert_traces=1)
+    assert len(table) == 6 and (table[["own_pushed", "own_pulled", "traces_pulled"]] >= 0).all().all()
+    hard = table.iloc[3:]  # level 6: the base never solves it, so every own rollout is pushed and the trace pulled
+    assert (hard["own_solved"] == 0).all() and (hard["own_pushed"] > 0).all() and (hard["traces_pulled"] > 0).all()
