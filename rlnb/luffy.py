@@ -157,12 +157,13 @@ def measure_gradient_mass(
         with torch.no_grad():
             logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
         probs = logp.gather(-1, ids[0, 1:, None])[-len(trace_ids):, 0].exp().cpu().numpy()
+        own_rewards = [float(task.is_correct(roll.texts[j], answer)) for j in sel]
         mass = group_gradient_mass(
-            [len(roll.completion_ids[j]) for j in sel], [float(task.is_correct(roll.texts[j], answer)) for j in sel],
+            [len(roll.completion_ids[j]) for j in sel], own_rewards,
             [probs] * expert_traces, [float(task.is_correct(trace, answer))] * expert_traces,
             shaping_gamma=shaping_gamma, policy_shaping=policy_shaping,
         )
-        rows.append({"prompt": prompt, "own_solved": float(np.mean([task.is_correct(roll.texts[j], answer) for j in sel])),
+        rows.append({"prompt": prompt, "own_solved": float(np.mean(own_rewards)),
                      "trace_min_prob": float(probs.min()), **mass})
     return pd.DataFrame(rows)
 
