@@ -176,10 +176,9 @@ def evaluate_dataset(
         correct = np.array([judge.is_correct(t, answers[i]) for t, i in zip(rollouts.texts, idx)])
         steps = np.array([judge.wrote_steps(t) for t in rollouts.texts])
         size = len(prompts)
-        levels = dataset["level"] if "level" in getattr(dataset, "column_names", []) else [None] * size
         return pd.DataFrame({
             "problem": range(size),
-            "level": [level_number(x) for x in levels],
+            "level": dataset_levels(dataset),
             "n": n,
             "correct": np.bincount(idx, weights=correct, minlength=size).astype(int),
             "steps": np.bincount(idx, weights=steps, minlength=size).astype(int),
@@ -188,6 +187,13 @@ def evaluate_dataset(
         })
 
     return cached_table(cache, run)
+
+
+def dataset_levels(dataset: Any) -> list[int]:
+    """Each row's level as an integer (:func:`level_number`); 0 for every row of a data set without a level column."""
+    if "level" not in getattr(dataset, "column_names", []):
+        return [0] * len(dataset)
+    return [level_number(x) for x in dataset["level"]]
 
 
 def level_number(value: Any) -> int:
@@ -256,7 +262,7 @@ class HeldOut:
         """The levels present, in order (MATH problems without a level count as level 0)."""
         if self.problems is not None:
             return sorted({p.level for p in self.problems})
-        return sorted({level_number(x) for x in self.dataset["level"]}) if "level" in self.dataset.column_names else [0]
+        return sorted(set(dataset_levels(self.dataset)))
 
     def evaluate(
         self, model: PreTrainedModel | str, tokenizer: PreTrainedTokenizerBase, n: int, *, seed: int = 0,
