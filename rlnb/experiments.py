@@ -223,18 +223,16 @@ def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overr
     check_preset(preset)
     if name not in LUFFY_METHODS:
         raise ValueError(f"unknown notebook-02 run {name!r}: choose one of {list(LUFFY_METHODS)} or 'sft-grpo'")
-    if preset == "gpu":  # the official run's options (1 trace of 8, no extra scale) from the YAML, then the switch
+    if preset == "gpu":  # the official run's settings and options (1 trace of 8, no extra scale) from the YAML
         params = RunConfig.from_yaml(GPU_LUFFY_YAML).to_dict()
-        params["method_options"] = {**params["method_options"], **LUFFY_METHODS[name],
-                                    **overrides.pop("method_options", {})}
-        params.update(seed=seed, **overrides)
-        return RunConfig(**params)
-    steps = {"ci": 300, "full": 1500}[preset]
-    options = {**LUFFY_BASE_OPTIONS, **LUFFY_METHODS[name], **overrides.pop("method_options", {})}
-    params = dict(method="luffy", preset=preset, seed=seed, levels=(4, 5, 6), max_steps=steps,
-                  learning_rate=3e-4, prompts_per_step=4, num_generations=16, max_completion_length=64,
-                  loss_type="dr_grpo", scale_rewards="none", format_reward_weight=0.1, method_options=options)
-    params.update(overrides)
+        shared = params.pop("method_options")
+    else:
+        params = dict(method="luffy", preset=preset, levels=(4, 5, 6), max_steps={"ci": 300, "full": 1500}[preset],
+                      learning_rate=3e-4, prompts_per_step=4, num_generations=16, max_completion_length=64,
+                      loss_type="dr_grpo", scale_rewards="none", format_reward_weight=0.1)
+        shared = LUFFY_BASE_OPTIONS
+    options = {**shared, **LUFFY_METHODS[name], **overrides.pop("method_options", {})}
+    params.update(seed=seed, method_options=options, **overrides)
     return RunConfig(**params)
 
 
