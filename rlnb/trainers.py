@@ -79,7 +79,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
         self.sample_every = sample_every
         self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    # ------------------------------------------------------------------ rollouts
+    # ------------------------------------------------------------------ loss reduction
     def reduce_per_token(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
         """:func:`reduce_like_trl` with this trainer's loss type, accumulation and (``dapo``) token count."""
         train = self.model.training
@@ -92,6 +92,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
         return reduce_like_trl(per_token, mask, self.loss_type, max_completion_length=self.max_completion_length,
                                accumulation=accumulation, items_normalizer=items)
 
+    # ------------------------------------------------------------------ rollouts
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         if self.model.training:
