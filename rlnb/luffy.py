@@ -143,7 +143,7 @@ def measure_gradient_mass(
     the ``expert_traces`` copies of the prompt's trace is scored by a forward
     pass. One row per prompt.
     """
-    from rlnb.rollout import sample
+    from rlnb.rollout import sample, token_logprobs
 
     own_n = num_generations - expert_traces
     roll = sample(model, tokenizer, list(prompts), n=own_n, max_new_tokens=max_new_tokens, seed=seed, progress=False)
@@ -154,9 +154,7 @@ def measure_gradient_mass(
         prompt_ids = tokenizer(prompt)["input_ids"]
         trace_ids = tokenizer(trace, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = torch.tensor([prompt_ids + trace_ids], device=model.device)
-        with torch.no_grad():
-            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-        probs = logp.gather(-1, ids[0, 1:, None])[-len(trace_ids):, 0].exp().cpu().numpy()
+        probs = token_logprobs(model, ids)[0, -len(trace_ids):].exp().cpu().numpy()
         own_rewards = [float(task.is_correct(roll.texts[j], answer)) for j in sel]
         mass = group_gradient_mass(
             [len(roll.completion_ids[j]) for j in sel], own_rewards,

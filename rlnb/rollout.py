@@ -73,6 +73,21 @@ def sample(
     return _sample_hf(model, tokenizer, list(prompts), n, max_new_tokens, temperature, top_p, batch_size, seed, progress)
 
 
+def token_logprobs(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Teacher-forced ``log p(token_t | tokens_<t)`` for every token after the first: (B, T - 1), float32.
+
+    The scoring counterpart of :func:`sample`'s sampling log-probabilities: it
+    scores given text (an expert trace, a fixed probe) instead of sampling it.
+    Positions that are padding under ``attention_mask`` are zero.
+    """
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return logp if attention_mask is None else logp * attention_mask[:, 1:]
+
+
 def _sample_hf(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

@@ -18,18 +18,16 @@ from rlnb.lora import (
     merge_for_eval,
     r1_distill_qwen_1p5b_config,
 )
+from rlnb.rollout import token_logprobs
 from rlnb.train import grpo_args
 
 PROMPTS = ["47+85=", "123+456=7+3+0=10;", "9+9="]
 
 
-def token_logprobs(model, tokenizer, texts):
+def text_logprobs(model, tokenizer, texts):
     """Log-probability of every next token of ``texts`` (left-padded batch), padding zeroed."""
     batch = tokenizer(texts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        logits = model(**batch).logits[:, :-1].float()
-    logp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
-    return logp * batch["attention_mask"][:, 1:]
+    return token_logprobs(model, batch["input_ids"], batch["attention_mask"])
 
 
 def trained_looking_adapter(base_model, rank=4):
@@ -58,11 +56,11 @@ def test_lora_options_follow_tina_and_reject_bad_values():
 def test_adapter_saves_and_reloads_with_identical_logprobs(base, tmp_path):
     model, tok = base
     lora = trained_looking_adapter(model)
-    before = token_logprobs(lora, tok, PROMPTS)
-    assert not torch.allclose(before, token_logprobs(model, tok, PROMPTS)), "the adapter must change the model"
+    before = text_logprobs(lora, tok, PROMPTS)
+    assert not torch.allclose(before, text_logprobs(model, tok, PROMPTS)), "the adapter must change the model"
     lora.save_pretrained(str(tmp_path / "adapter"))
     reloaded = load_adapter(tmp_path / "adapter", base="tiny")
-    assert torch.equal(token_logprobs(reloaded, tok, PROMPTS), before)
+    assert torch.equal(text_logprobs(reloaded, tok, PROMPTS), before)
     with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
         load_adapter(tmp_path, base="tiny")
 
@@ -73,7 +71,7 @@ def test_merged_and_unmerged_models_agree(base):
     merged = merge_for_eval(lora)
     assert type(merged).__name__ == "Qwen2ForCausalLM"
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    unmerged, folded = token_logprobs(lora, tok, PROMPTS), token_logprobs(merged, tok, PROMPTS)
+    unmerged, folded = text_logprobs(lora, tok, PROMPTS), text_logprobs(merged, tok, PROMPTS)
     torch.testing.assert_close(folded, unmerged, rtol=1e-5, atol=1e-5)
     assert any("lora_B" in n for n, _ in lora.named_parameters()), "merging for evaluation leaves the adapter model intact"
 

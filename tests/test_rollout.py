@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rlnb.evaluate import evaluate, summarize
-from rlnb.rollout import require_vllm, sample
+from rlnb.rollout import require_vllm, sample, token_logprobs
 from rlnb.world import make_problems
 
 
@@ -25,9 +25,7 @@ def test_sampled_logprobs_match_a_forward_pass(base):
     roll = sample(model, tok, ["47+85="], n=2, max_new_tokens=30, seed=0, progress=False)
     for ids, lp in zip(roll.completion_ids, roll.logprobs):
         full = torch.tensor([tok("47+85=")["input_ids"] + ids])
-        with torch.no_grad():
-            logits = model(full).logits[0, :-1].float()
-        ref = torch.log_softmax(logits, -1).gather(-1, full[0, 1:, None])[-len(ids):, 0]
+        ref = token_logprobs(model, full)[0, -len(ids):]
         np.testing.assert_allclose(lp, ref.numpy(), atol=1e-4)
 
 
