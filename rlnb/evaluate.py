@@ -21,14 +21,30 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlnb.metrics import pass_at_k
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
-from rlnb.world import Problem
+from rlnb.world import Problem, worked_prompt
 
-MAX_NEW_TOKENS = 72
-"""Room for a 6-digit expert trace (6 steps of 9 characters, the answer, EOS)."""
+MAX_NEW_TOKENS = 80
+"""Room for a 7-digit expert trace (7 steps of up to 9 characters, the answer, EOS)."""
+PROMPT_FORMS = ("task", "worked")
+"""``task``: what the model chooses to do (:attr:`Problem.prompt`); ``worked``: what it knows
+(:func:`rlnb.world.worked_prompt`, the form under which the base learned its procedure)."""
+
+
+def prompt_text(problem: Problem, form: str = "task") -> str:
+    """The problem's prompt in ``form`` (one of :data:`PROMPT_FORMS`)."""
+    if form == "task":
+        return problem.prompt
+    if form == "worked":
+        return worked_prompt(problem)
+    raise ValueError(f"unknown prompt form {form!r}: choose one of {PROMPT_FORMS}")
 
 
 def score_rollouts(problems: Sequence[Problem], rollouts: Rollouts) -> pd.DataFrame:
-    """Per-problem table: ``level, a, b, n, correct, steps, mean_length`` from a flat rollout list."""
+    """Per-problem table: ``level, a, b, n, correct, steps, steps_correct, mean_length`` from a flat rollout list.
+
+    ``steps_correct`` counts the completions that wrote steps *and* were right:
+    with ``steps`` it says how reliable the procedure is where the model uses it.
+    """
     parsed = [parse_completion(t) for t in rollouts.texts]
     idx = rollouts.prompt_index
     correct = np.array([p.answer == problems[i].answer for p, i in zip(parsed, idx)])
@@ -45,6 +61,7 @@ def score_rollouts(problems: Sequence[Problem], rollouts: Rollouts) -> pd.DataFr
                 "n": int(sel.sum()),
                 "correct": int(correct[sel].sum()),
                 "steps": int(steps[sel].sum()),
+                "steps_correct": int((steps & correct)[sel].sum()),
                 "mean_length": float(lengths[sel].mean()),
             }
         )
@@ -62,14 +79,18 @@ def evaluate(
     batch_size: int = 1024,
     cache: str | Path | None = None,
     progress: bool = True,
+    prompt_form: str = "task",
 ) -> pd.DataFrame:
     """Sample ``n`` completions per problem and count the correct ones.
 
-    With ``cache`` (a CSV path) an existing table is returned as is and a new
+    ``prompt_form="worked"`` samples under the worked-solution prompt instead
+    of the task prompt (see :data:`PROMPT_FORMS`). With ``cache`` (a CSV path)
+    an existing table is returned as is and a new
     one is written there, so re-running a notebook does not sample again.
     """
     def run() -> pd.DataFrame:
-        rollouts = sample(model, tokenizer, [p.prompt for p in problems], n, max_new_tokens=MAX_NEW_TOKENS,
+        prompts = [prompt_text(p, prompt_form) for p in problems]
+        rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=MAX_NEW_TOKENS,
                           temperature=temperature, batch_size=batch_size, seed=seed, progress=progress)
         return score_rollouts(problems, rollouts)
 
@@ -100,33 +121,6 @@ def summarize(table: pd.DataFrame, ks: Sequence[int] = (1,)) -> pd.DataFrame:
             row[f"pass@{k}"] = float(np.mean(pass_at_k(grp["n"].to_numpy(), grp["correct"].to_numpy(), k)))
         out.append(row)
     return pd.DataFrame(out)
-
-
-PROFILE_FILE = "profile.json"
-
-
-def write_profile(model_dir: str | Path, per_level: int = 200, n: int = 64, seed: int = 2026) -> dict:
-    """Measure a model's per-level pass@1 (with its standard error) and store it beside the weights.
-
-    The shipped base carries this file so a test can check that the checkpoint
-    still reproduces the profile it was shipped with.
-    """
-    import json
-
-    from rlnb.models import load_model
-    from rlnb.world import LEVELS, make_problems
-
-    model, tokenizer = load_model(str(model_dir), device="cpu")
-    table = evaluate(model, tokenizer, make_problems(LEVELS, per_level, seed=seed), n, seed=seed, progress=False)
-    rate = table["correct"] / table["n"]
-    by_level = rate.groupby(table["level"])
-    profile = {
-        "problems_per_level": per_level, "samples": n, "seed": seed,
-        "pass@1": {str(k): round(float(v), 4) for k, v in by_level.mean().items()},
-        "pass@1_stderr": {str(k): round(float(v), 4) for k, v in by_level.sem().items()},
-    }
-    (Path(model_dir) / PROFILE_FILE).write_text(json.dumps(profile, indent=2))
-    return profile
 
 
 def render_prompt(prompt: Any, tokenizer: PreTrainedTokenizerBase) -> str:

@@ -470,3 +470,18 @@ def coverage_table(
     table = pd.DataFrame({"problems": pd.Series(problems)})
     table["fraction"] = table["problems"] / a.size
     return table
+
+
+def reward_spread(n: ArrayLike, c: ArrayLike, group_size: int) -> float | np.ndarray:
+    """Probability that a GRPO group of ``group_size`` samples has any reward spread (some right, some wrong).
+
+    A group whose rewards are all equal has zero advantage everywhere, so it
+    contributes no gradient: this is the fraction of a problem's groups that
+    can teach anything. Estimated without bias from c correct of n samples, like
+    pass@k: P(all wrong) = 1 - pass@g(n, c) and P(all right) = 1 - pass@g(n, n - c),
+    so P(spread) = pass@g(n, c) + pass@g(n, n - c) - 1.
+    """
+    n_arr, c_arr = _as_counts(n, "n"), _as_counts(c, "c")
+    spread = pass_at_k(n_arr, c_arr, group_size) + pass_at_k(n_arr, n_arr - c_arr, group_size) - 1.0
+    spread = np.clip(spread, 0.0, 1.0)
+    return float(spread) if np.ndim(n) == 0 and np.ndim(c) == 0 else spread

@@ -11,6 +11,54 @@ import seaborn as sns
 
 FIG_DPI = 72
 
+RUN_COLORS: dict[str, str] = {
+    # the base and the reference methods
+    "base": "#4d4d4d",
+    "grpo": "#1f77b4", "on-policy": "#1f77b4", "baseline": "#1f77b4", "full": "#1f77b4",
+    "dr_grpo": "#17becf",
+    # notebook 02: guidance and imitation
+    "luffy": "#d62728", "luffy-no-shaping": "#ff9896", "sft": "#2ca02c", "sft-grpo": "#98df8a",
+    "rl+sft": "#9467bd", "expert": "#8c564b",
+    # notebook 03: entropy interventions
+    "clip-higher": "#ff7f0e", "entropy bonus": "#e377c2", "80/20 mask": "#bcbd22",
+    "Clip-Cov": "#9467bd", "KL-Cov": "#8c564b",
+}
+"""One colour per run name for the whole series, so a method looks the same in every notebook's figures.
+
+Runs that share a colour are the same method under each notebook's name (GRPO is the
+``on-policy`` baseline of notebook 02 and the ``baseline`` of notebook 03)."""
+
+REGIME_COLORS: dict[str, str] = {"inside": "#2ca02c", "latent": "#ff7f0e", "outside": "#7f7f7f"}
+"""The three regimes of the world (:data:`rlnb.world.REGIMES`), the same colour in every figure."""
+
+
+def run_color(name: str) -> str:
+    """The series' colour for a run; names outside :data:`RUN_COLORS` (LoRA ranks, new methods)
+    get a stable colour from a qualitative palette, chosen by a hash of the name."""
+    if name in RUN_COLORS:
+        return RUN_COLORS[name]
+    import hashlib
+
+    palette = sns.color_palette("tab20").as_hex()
+    return palette[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(palette)]
+
+
+def run_palette(names) -> dict[str, str]:
+    """``{name: colour}`` for seaborn's ``palette=`` argument."""
+    return {str(name): run_color(str(name)) for name in names}
+
+
+def level_palette(levels) -> dict:
+    """Levels coloured by their regime, darker for harder levels within a regime."""
+    from rlnb.world import REGIMES
+
+    out = {}
+    for regime, base in REGIME_COLORS.items():
+        members = sorted(lvl for lvl in levels if REGIMES.get(int(lvl)) == regime)
+        shades = sns.light_palette(base, n_colors=len(members) + 2).as_hex()[2:]
+        out.update({lvl: shade for lvl, shade in zip(members, shades)})
+    return out
+
 
 def setup() -> None:
     """One look for every notebook: seaborn's whitegrid, small PNGs."""
@@ -19,15 +67,18 @@ def setup() -> None:
     plt.rcParams["savefig.dpi"] = FIG_DPI
 
 
-def pass_at_k_curves(curves: pd.DataFrame, hue: str, ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
+def pass_at_k_curves(
+    curves: pd.DataFrame, hue: str, ax: plt.Axes | None = None, title: str = "", colors: dict | None = None
+) -> plt.Axes:
     """pass@k against k on a log2 axis, one line per ``hue`` value, with its bootstrap band.
 
     ``curves`` has the columns of :func:`rlnb.metrics.bootstrap_pass_at_k`
-    (``k, pass_at_k, lo, hi``) plus the ``hue`` column.
+    (``k, pass_at_k, lo, hi``) plus the ``hue`` column. Lines take the series'
+    run colours (:func:`run_color`) unless ``colors`` maps hue values to colours.
     """
     ax = ax or plt.subplots(figsize=(6, 4))[1]
-    palette = sns.color_palette(n_colors=curves[hue].nunique())
-    for color, (name, grp) in zip(palette, curves.groupby(hue, sort=False)):
+    for name, grp in curves.groupby(hue, sort=False):
+        color = colors.get(name) if colors else run_color(str(name))
         grp = grp.sort_values("k")
         ax.plot(grp["k"], grp["pass_at_k"], marker="o", ms=3, color=color, label=str(name))
         ax.fill_between(grp["k"], grp["lo"], grp["hi"], color=color, alpha=0.2, lw=0)
@@ -49,7 +100,7 @@ def metric_over_steps(
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     data = metrics[metrics["metric"] == metric].sort_values("step").copy()
     data["smoothed"] = data.groupby(hue)["value"].transform(lambda s: s.rolling(smooth, min_periods=1).mean())
-    sns.lineplot(data=data, x="step", y="smoothed", hue=hue, ax=ax)
+    sns.lineplot(data=data, x="step", y="smoothed", hue=hue, ax=ax, palette=run_palette(data[hue].unique()))
     ax.set(ylabel=ylabel or metric)
     return ax
 
@@ -80,3 +131,29 @@ def token_view(rows: list[list[tuple[str, float, bool]]], labels: list[str] | No
         label = f"<b>{html.escape(labels[i])}</b> " if labels else ""
         lines.append(f"<div style='margin:3px 0'>{label}{''.join(cells)}</div>")
     return HTML("".join(lines))
+
+
+def seed_band(
+    table: pd.DataFrame, x: str, y: str, hue: str = "run", seed: str = "seed", ax: plt.Axes | None = None,
+    smooth: int = 1, ylabel: str | None = None, xlabel: str | None = None,
+) -> plt.Axes:
+    """Mean over seeds as a line, and the range across seeds (min to max) as a band, per ``hue`` value.
+
+    With three seeds a standard-error band would be a guess about a distribution
+    we have three draws of; the min-max range shows exactly what the seeds did.
+    ``smooth`` applies a rolling mean along ``x`` to each seed before averaging.
+    """
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    data = table.sort_values(x).copy()
+    if smooth > 1:
+        data[y] = data.groupby([hue, seed])[y].transform(lambda s: s.rolling(smooth, min_periods=1).mean())
+    stats = data.groupby([hue, x], sort=False)[y].agg(["mean", "min", "max", "count"]).reset_index()
+    for name, grp in stats.groupby(hue, sort=False):
+        color = run_color(str(name))
+        n_seeds = int(data.loc[data[hue] == name, seed].nunique())
+        ax.plot(grp[x], grp["mean"], color=color, label=f"{name} ({n_seeds} seeds)" if n_seeds > 1 else str(name))
+        if n_seeds > 1:
+            ax.fill_between(grp[x], grp["min"], grp["max"], color=color, alpha=0.2, lw=0)
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
+    ax.legend(fontsize="small")
+    return ax

@@ -37,14 +37,28 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-LEVELS: tuple[int, ...] = (2, 3, 4, 5, 6)
+LEVELS: tuple[int, ...] = (3, 4, 5, 6, 7)
 """Difficulty levels: the number of digits of each addend."""
 
-TASK_CHARS = "0123456789+=;A"
+REGIMES: dict[int, str] = {3: "inside", 4: "latent", 5: "latent", 6: "latent", 7: "outside"}
+"""Each level's place relative to the shipped base's support, as measured in notebook 00 (and tested):
+
+* ``inside``: the base solves it sometimes under the task prompt and far more often at many tries;
+* ``latent``: asked for its worked solution the base solves it, under the task prompt it almost never
+  chooses to work it out, so its sampled groups are almost all wrong;
+* ``outside``: the base cannot do it in either form (it never saw a problem of this size).
+"""
+
+EVAL_SEED = 2026
+"""The seed of every held-out evaluation set: fixed, so that runs of different training seeds are judged
+on the same problems."""
+
+TASK_CHARS = "0123456789+=;A:"
 """Every character a prompt or a completion of the task uses."""
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 ANSWER_MARK = "A"
+WORKED_MARK = ":"
 STEP_SEP = ";"
 
 # A well-formed completion: zero or more digit steps, then the answer.
@@ -69,6 +83,15 @@ class Problem:
     @property
     def answer(self) -> int:
         return self.a + self.b
+
+
+def worked_prompt(problem: Problem) -> str:
+    """The worked-solution prompt ``"47+85:"``: the form under which the base was taught its procedure.
+
+    Sampling from it measures what the base *knows*; sampling from
+    :attr:`Problem.prompt` measures what it *chooses* to do.
+    """
+    return f"{problem.a}+{problem.b}{WORKED_MARK}"
 
 
 def is_test_pair(a: int, b: int) -> bool:
@@ -98,9 +121,9 @@ def make_problems(
     levels: Sequence[int], per_level: int, seed: int, split: str = "test"
 ) -> list[Problem]:
     """``per_level`` distinct problems for each level, in level order, seeded."""
-    rng = random.Random(f"{seed}-{split}")
     problems: list[Problem] = []
     for level in levels:
+        rng = random.Random(f"{seed}-{split}-{level}")  # a level's problems do not depend on the others asked
         seen: set[tuple[int, int]] = set()
         while len(seen) < per_level:
             p = sample_problem(level, rng, split)
@@ -177,17 +200,25 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 @dataclass
 class PretrainRecipe:
-    """Everything that determines the shipped base model; saved beside it."""
+    """Everything that determines the shipped base model; saved beside it.
+
+    The corpus mixes two prompt forms per level. ``task_mix`` and
+    ``worked_mix`` give each level's share of the task-prompt (``a+b=``) and
+    worked-prompt (``a+b:``) documents; ``task_steps`` is the fraction of a
+    level's task-prompt documents that write the worked trace (the rest answer
+    directly). A level absent from both mixes is never seen: outside.
+    """
 
     seed: int = 0
-    steps: int = 2500
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
-    corpus_levels: tuple[int, ...] = (2, 3, 4, 5)
-    step_levels: tuple[int, ...] = (2, 3)
-    step_fraction: float = 0.25
+    worked_fraction: float = 0.35
+    task_mix: dict[int, float] = field(default_factory=lambda: {3: 1.0, 4: 0.5, 5: 0.5, 6: 0.5})
+    task_steps: dict[int, float] = field(default_factory=lambda: {3: 0.25})
+    worked_mix: dict[int, float] = field(default_factory=lambda: {3: 1.0, 4: 1.0, 5: 1.5, 6: 2.0})
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -215,18 +246,28 @@ def build_model(recipe: PretrainRecipe, tokenizer: PreTrainedTokenizerFast) -> Q
     return Qwen2ForCausalLM(config)
 
 
+def _draw_level(rng: random.Random, mix: dict[int, float]) -> int:
+    levels = sorted(mix)
+    return rng.choices(levels, weights=[mix[lvl] for lvl in levels])[0]
+
+
 def corpus_document(rng: random.Random, recipe: PretrainRecipe) -> tuple[str, str]:
     """One pretraining (prompt, completion) pair.
 
-    Steps are written ``step_fraction`` of the time, and only on
-    ``step_levels``; every other document states the answer directly. The
-    direct answers are correct, but a tiny model cannot compute a multi-digit
-    sum in one token-step, so it learns to *guess* plausible numbers: the
-    near-misses that give a high pass@k and a low pass@1.
+    A ``worked_fraction`` of documents use the worked-solution prompt and are
+    always followed by the expert trace: the base *learns the procedure* at
+    every level of ``worked_mix``. The task-prompt documents write the trace
+    only at the ``task_steps`` levels (and only that fraction of the time);
+    everywhere else they state the answer directly. A tiny model cannot compute
+    a multi-digit sum in one token-step, so it learns to *guess* there: near
+    misses that give the inside level its pass@1/pass@k gap and that make the
+    latent levels' direct answers almost never right.
     """
-    level = rng.choice(recipe.corpus_levels)
-    p = sample_problem(level, rng, "train")
-    if level in recipe.step_levels and rng.random() < recipe.step_fraction:
+    if rng.random() < recipe.worked_fraction:
+        p = sample_problem(_draw_level(rng, recipe.worked_mix), rng, "train")
+        return worked_prompt(p), expert_trace(p.a, p.b)
+    p = sample_problem(_draw_level(rng, recipe.task_mix), rng, "train")
+    if rng.random() < recipe.task_steps.get(p.level, 0.0):
         return p.prompt, expert_trace(p.a, p.b)
     return p.prompt, direct_answer(p.a, p.b)
 

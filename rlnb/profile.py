@@ -1,0 +1,134 @@
+"""The base model's profile per level: what it *chooses* to do against what it *knows*.
+
+Each level is sampled twice, under the task prompt (what on-policy RL sees) and
+under the worked-solution prompt (whether the procedure is in the model at
+all). The two together place a level in one of the world's three regimes
+(:data:`rlnb.world.REGIMES`), by the rules of :data:`REGIME_RULES`; notebook 00
+draws the profile, ``tests/test_regimes.py`` checks the shipped base against it,
+and :func:`write_profile` stores it beside the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlnb.evaluate import evaluate
+from rlnb.metrics import pass_at_k, reward_spread
+from rlnb.rollout import token_logprobs
+from rlnb.world import EVAL_SEED, LEVELS, Problem, expert_trace, make_problems
+
+GROUP_SIZE = 16
+"""The GRPO group size the spread column is computed for (notebooks 01-03 sample 16 per prompt)."""
+
+REGIME_RULES: dict[str, str] = {
+    "inside": "task pass@1 >= 0.05 and task pass@n >= task pass@1 + 0.3",
+    "latent": "task pass@n <= 0.05 and worked pass@1 >= 0.7",
+    "outside": "task pass@n <= 0.02 and worked pass@1 <= 0.05",
+}
+"""How a level's regime is read off its profile (n = the samples per problem, 64 in notebook 00)."""
+
+
+def classify(task_pass1: float, task_pass_n: float, worked_pass1: float) -> str | None:
+    """The regime whose rule of :data:`REGIME_RULES` the numbers satisfy, or None when none fits."""
+    if task_pass_n <= 0.02 and worked_pass1 <= 0.05:
+        return "outside"
+    if task_pass_n <= 0.05 and worked_pass1 >= 0.7:
+        return "latent"
+    if task_pass1 >= 0.05 and task_pass_n >= task_pass1 + 0.3:
+        return "inside"
+    return None
+
+
+def summarize_profile(task: pd.DataFrame, worked: pd.DataFrame) -> pd.DataFrame:
+    """Per level: pass@1 and pass@n under both prompts, how often steps are chosen and how often they are
+    right, the fraction of GRPO groups with reward spread, and the regime the numbers place the level in."""
+    n = int(task["n"].iloc[0])
+    rows = []
+    for level, grp in task.groupby("level"):
+        wgrp = worked[worked["level"] == level]
+        row = {
+            "level": int(level),
+            "task pass@1": float(np.mean(pass_at_k(grp["n"], grp["correct"], 1))),
+            f"task pass@{n}": float(np.mean(pass_at_k(grp["n"], grp["correct"], n))),
+            "worked pass@1": float(np.mean(pass_at_k(wgrp["n"], wgrp["correct"], 1))),
+            "steps chosen": grp["steps"].sum() / grp["n"].sum(),
+            "steps right": grp["steps_correct"].sum() / grp["steps"].sum() if grp["steps"].sum() else np.nan,
+            f"groups of {GROUP_SIZE} with spread": float(np.mean(reward_spread(grp["n"], grp["correct"], GROUP_SIZE))),
+        }
+        row["regime"] = classify(row["task pass@1"], row[f"task pass@{n}"], row["worked pass@1"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("level")
+
+
+def measure_profile(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, levels: Sequence[int] = LEVELS,
+    per_level: int = 48, n: int = 64, seed: int = EVAL_SEED, cache_dir: str | Path | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Sample held-out problems under both prompts: ``(summary, task table, worked table)``.
+
+    The per-problem tables are those of :func:`rlnb.evaluate.evaluate`; with
+    ``cache_dir`` they are kept there, so re-running a notebook does not sample again.
+    """
+    problems = make_problems(levels, per_level, seed=seed)
+    tables = {}
+    for form in ("task", "worked"):
+        cache = None if cache_dir is None else Path(cache_dir) / f"{form}-{per_level}x{n}-seed{seed}.csv"
+        tables[form] = evaluate(model, tokenizer, problems, n, seed=seed, cache=cache, progress=False,
+                                prompt_form=form)
+    return summarize_profile(tables["task"], tables["worked"]), tables["task"], tables["worked"]
+
+
+def trace_token_probs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem]
+) -> pd.DataFrame:
+    """The base's probability of each expert-trace token under the task prompt, teacher-forced.
+
+    One row per (problem, position): ``level, problem, position, token, p``.
+    This is the number LUFFY's shaping acts on: a trace token the policy gives
+    p ~ 1e-7 gets a shaped weight of about p / 0.1, so nothing moves it.
+    """
+    texts = [p.prompt + expert_trace(p.a, p.b) for p in problems]
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logp = token_logprobs(model, enc["input_ids"], enc["attention_mask"])  # (B, T - 1)
+    rows = []
+    for i, p in enumerate(problems):
+        ids = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
+        offset = int((~enc["attention_mask"][i].bool()).sum())  # left padding
+        start = len(tokenizer(p.prompt)["input_ids"])
+        for pos in range(start, len(ids)):
+            rows.append({"level": p.level, "problem": i, "position": pos - start,
+                         "token": tokenizer.decode([ids[pos]]),
+                         "p": float(logp[i, offset + pos - 1].exp())})
+    return pd.DataFrame(rows)
+
+
+PROFILE_FILE = "profile.json"
+
+
+def write_profile(model_dir: str | Path, per_level: int = 200, n: int = 64, seed: int = EVAL_SEED) -> dict:
+    """Measure a model's profile and store it beside the weights (``profile.json``).
+
+    The shipped base carries this file so a test can check that the checkpoint
+    still reproduces the profile it was shipped with.
+    """
+    from rlnb.models import load_model
+
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    summary, task, _ = measure_profile(model, tokenizer, LEVELS, per_level, n, seed)
+    sem = (task["correct"] / task["n"]).groupby(task["level"]).sem()
+    profile = {
+        "problems_per_level": per_level, "samples": n, "seed": seed,
+        "levels": {str(level): {k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v)
+                                for k, v in row.items()} for level, row in summary.iterrows()},
+        "pass@1_stderr": {str(k): round(float(v), 4) for k, v in sem.items()},
+    }
+    (Path(model_dir) / PROFILE_FILE).write_text(json.dumps(profile, indent=2))
+    return profile
