@@ -188,10 +188,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("config", help="YAML file with RunConfig fields")
     parser.add_argument("run_dir", nargs="?", help="run folder (default: runs/cli/<config name>-<hash>)")
     ns = parser.parse_args(argv)
-    from rlnb.runs import load_or_train  # late import: runs imports this module
+    from rlnb.runs import RunFolderError, load_or_train  # late import: runs imports this module
 
     cfg = RunConfig.from_yaml(ns.config)
-    run = load_or_train(cfg, notebook="cli", name=Path(ns.config).stem, run_dir=ns.run_dir)
+    try:
+        run = load_or_train(cfg, notebook="cli", name=Path(ns.config).stem, run_dir=ns.run_dir)
+    except RunFolderError as err:  # a folder of another config, or one in use: the message says what to do
+        raise SystemExit(f"{ns.config}: {err}") from None
     print(f"run folder: {run.run_dir}")
 
 

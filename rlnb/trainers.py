@@ -28,6 +28,7 @@ from rlnb.tasks import WORLD, Task
 
 METRICS_FILE = "metrics.csv"
 SAMPLES_FILE = "completions.jsonl"
+METRICS_HEADER = ["step", "metric", "level", "value"]
 _LEVEL_KEY = re.compile(r"^(?P<metric>.+)/level_(?P<level>\d+)$")
 
 
@@ -182,11 +183,11 @@ class TidyMetricsCallback(TrainerCallback):
     ) -> None:
         if not state.is_world_process_zero or not logs:
             return
-        new = not self.path.exists()
+        new = not self.path.exists() or self.path.stat().st_size == 0
         with self.path.open("a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(["step", "metric", "level", "value"])
+                writer.writerow(METRICS_HEADER)
             for key, value in logs.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                     continue
@@ -196,12 +197,48 @@ class TidyMetricsCallback(TrainerCallback):
 
 
 def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
-    """Drop rows logged after ``last_step``: a resumed run re-logs them from its checkpoint."""
+    """Keep the rows logged up to ``last_step``: a run resumed from that step's checkpoint re-logs the rest.
+
+    A crash can leave the file empty (it is removed) or its last row torn (it is
+    dropped); a file that does not start with the header is not one to cut, so
+    the error names it.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
-    with path.open() as f:
+    with path.open(newline="") as f:
         rows = list(csv.reader(f))
-    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= last_step]
+    if not rows:
+        path.unlink()
+        return
+    if rows[0] != METRICS_HEADER:
+        raise ValueError(f"{path} does not start with the header {','.join(METRICS_HEADER)}: repair or delete it")
+    whole = [r for r in rows[1:] if len(r) == len(METRICS_HEADER) and r[0].isdigit()]
+    kept = [rows[0]] + [r for r in whole if int(r[0]) <= last_step]
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(kept)
+
+
+def truncate_samples(run_dir: str | Path, resume_step: int) -> None:
+    """Keep the sample groups written before ``resume_step``, so a resumed run writes none twice.
+
+    A group labelled N is written while step N + 1 generates, after
+    ``checkpoint-N`` was saved: a run resumed from it writes the groups from N
+    on again. A torn last line (a crash while writing) is dropped too.
+    """
+    path = Path(run_dir) / SAMPLES_FILE
+    if not path.exists():
+        return
+    steps = [(line, _sample_step(line)) for line in path.read_text().splitlines()]
+    kept = [line for line, step in steps if step is not None and step < resume_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _sample_step(line: str) -> int | None:
+    """The step of one ``completions.jsonl`` line; ``None`` for a line that is not a whole sample."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if isinstance(step, int) else None

@@ -4,17 +4,17 @@ import dataclasses
 import json
 
 import torch
-from transformers import TrainerCallback
 
 import rlnb.train as train_mod
 from rlnb.models import load_model
 from rlnb.runs import load_or_train, run_path
 from rlnb.tasks import WORLD
-from rlnb.train import RunConfig, build_trainer
+from rlnb.train import RunConfig
 from rlnb.trainers import SAMPLES_FILE
+from rlnb.world import LEVELS
 
 TINY_RUN = dict(max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
-                learning_rate=1e-3, save_steps=2)
+                learning_rate=1e-3, save_steps=2, levels=list(LEVELS[:2]))
 
 
 def test_two_steps_change_the_weights_and_record_the_promised_metrics(monkeypatch):
@@ -61,28 +61,6 @@ def test_a_finished_run_is_reused_not_retrained():
     assert run_path(other, "test", "cache") != first.run_dir, "a changed config must not reuse the run"
 
 
-class _StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
-def test_an_interrupted_run_resumes_from_its_checkpoint():
-    cfg = RunConfig(**{**TINY_RUN, "max_steps": 4})
-    folder = run_path(cfg, "test", "resume")
-    trainer = build_trainer(cfg, folder)
-    trainer.add_callback(_StopAt(3))
-    trainer.train()  # "interrupted" after step 3; the last checkpoint is step 2
-    assert (folder / "checkpoint-2").exists() and not (folder / "done.json").exists()
-    run = load_or_train(cfg, "test", "resume")
-    assert run.trained and run.info["resumed_from"] == "checkpoint-2" and run.info["steps"] == 4
-    reward = run.metrics[run.metrics["metric"] == "reward"]
-    assert list(reward["step"]) == [1, 2, 3, 4], "rows after the checkpoint are re-logged once, not duplicated"
-
-
 def test_bad_run_configs_are_named():
     import pytest
 
@@ -103,7 +81,9 @@ def test_the_command_line_entry_point_trains_a_yaml_config(tmp_path, capsys):
     import yaml
 
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY_RUN, "levels": [2, 3]}))
+    config.write_text(yaml.safe_dump(TINY_RUN))
     train_mod.main([str(config), str(tmp_path / "cli-run")])
     assert (tmp_path / "cli-run" / "final" / "config.json").exists()
     assert "run folder:" in capsys.readouterr().out
+    train_mod.main([str(config), str(tmp_path / "cli-run")])
+    assert "reusing finished run" in capsys.readouterr().out, "the same config in its own folder is reused"
