@@ -30,8 +30,11 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	$(PY) -m pytest notebooks $(NBVAL)
 
+# Jupyter refuses to start as root (as in most containers) unless told to: --allow-root only then.
+# LAB_ARGS passes further options, e.g. LAB_ARGS="--no-browser --port=8890".
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean-runs:
 	rm -rf runs
