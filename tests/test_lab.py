@@ -46,8 +46,8 @@ def test_make_lab_serves_the_notebooks_and_a_python_kernel(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
     lab_args = f"--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
     log = tmp_path / "lab.log"
     with log.open("w") as out:  # -o: never reinstall the venv from inside a test
         server = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "lab", f"LAB_ARGS={lab_args}"],
