@@ -13,13 +13,23 @@ rejects answers that no grader should ever need to parse (too long, too deeply
 nested), then runs ``math_verify`` in a persistent worker subprocess with a deadline
 the worker enforces itself; if the worker still overruns, the caller kills it and
 switches to a warm spare, so a call never blocks much longer than ``timeout_s``.
+
+The grader is also a reward, so it must not be gamed: math-verify falls back to the
+first number it can find when the LaTeX parser gives up (``7+1+1+...`` with a
+thousand terms "equals" 7), reads ``1\\,000`` as ``1*000`` and drops ``\\overline``.
+The worker therefore never grades a fragment of an answer the LaTeX parser gave up
+on, and :func:`verify_answer` rewrites thousands separators and repeating decimals
+into plain numbers first.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
+import math
 import multiprocessing
+import numbers
 import os
 import re
 import resource
@@ -27,9 +37,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from fractions import Fraction
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +89,13 @@ _WORKER_STARTUP_TIMEOUT_S = 120.0
 """Starting Python and importing sympy is not the answer's fault, so it is not charged
 to ``timeout_s``; this generous bound only catches a worker that cannot start."""
 
+_MAX_TIMEOUT_S = 24 * 3600.0
+"""The longest ``timeout_s`` accepted: the pipe's poll and the worker's timer overflow
+past about 24 days, and no comparison is worth waiting a day for."""
+
+_EXIT_GRACE_S = 5.0
+"""How long to wait for a worker that closed its pipe during start-up to exit."""
+
 _WORKER_MEMORY_LIMIT_BYTES = 4 * 2**30
 """Address-space cap for a worker, so a runaway sympy expansion fails with MemoryError
 (graded wrong) instead of pushing the training process out of memory."""
@@ -89,6 +108,17 @@ _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 _OPENING_BRACKETS = frozenset("{[(")
 _CLOSING_BRACKETS = frozenset("}])")
 _MATH_DELIMITER = re.compile(r"(?<!\\)\$|\\\(|\\\[")  # $, \( or \[, but not an escaped \$
+_THOUSANDS_SEPARATOR = re.compile(r"\\,|\{,\}|,\\!")
+"""LaTeX thousands separators: a thin space ``\\,`` (which math-verify reads as a product,
+``1\\,000`` = 1*000 = 0), ``{,}`` and MATH's ``,\\!``."""
+_GROUPED_NUMBER = re.compile(rf"(?<![\d.])[1-9]\d{{0,2}}(?:(?:{_THOUSANDS_SEPARATOR.pattern})\d{{3}})+(?!\d)")
+"""A whole number written with those separators; the first group never starts with 0 and
+every later group has exactly three digits, so a decimal comma such as ``0{,}5`` is left alone."""
+_COMMA_GROUPED_NUMBER = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+"""An answer that is one number with comma thousands separators (``1,000``); a comma
+elsewhere may separate list elements, so only a whole-answer match is rewritten."""
+_REPEATING_DECIMAL = re.compile(r"(?<![\d.])(\d*)\.(\d*)\\overline\s*\{(\d+)\}")
+"""``0.\\overline{3}``, ``1.2\\overline{45}``: math-verify drops ``\\overline`` and reads 0.3 as 0."""
 
 
 # --------------------------------------------------------------------------- prompts
@@ -190,6 +220,27 @@ def _as_latex_math(answer: str) -> str:
     return f"${answer}$"
 
 
+def _repeating_decimal_as_fraction(match: re.Match[str]) -> str:
+    """``a.b\\overline{c}`` as the exact fraction it denotes (``0.\\overline{3}`` = 1/3)."""
+    whole, fixed, repeating = match.groups()
+    value = Fraction(int(whole or 0)) + Fraction(int(fixed or 0), 10 ** len(fixed))
+    value += Fraction(int(repeating), (10 ** len(repeating) - 1) * 10 ** len(fixed))
+    return rf"\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+
+def _normalise_numbers(answer: str) -> str:
+    """Rewrite the number notations math-verify misreads into ones it reads right.
+
+    ``1\\,000`` would be the product 1*000 = 0 and ``0.\\overline{3}`` would be 0.3 = 0
+    (math-verify drops ``\\overline``), so a policy could collect rewards for a wrong
+    answer, or lose them for a right one, by typesetting alone.
+    """
+    if _COMMA_GROUPED_NUMBER.fullmatch(answer):
+        answer = answer.replace(",", "")
+    answer = _GROUPED_NUMBER.sub(lambda number: _THOUSANDS_SEPARATOR.sub("", number.group()), answer)
+    return _REPEATING_DECIMAL.sub(_repeating_decimal_as_fraction, answer)
+
+
 # ---------------------------------------------------------------- verifier: worker side
 
 
@@ -228,6 +279,23 @@ class _SoftDeadline:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def _parse(answer: str) -> list[Any]:
+    """math-verify's parse of ``answer``, but never a number picked out of an unparsed whole.
+
+    When the LaTeX parser gives up on an answer (a sum of a thousand terms exceeds its
+    recursion limit), math-verify's expression fallback grades a bare number it finds
+    in the text instead, so ``7+1+1+...`` would "equal" 7. Such an answer is left as
+    the unparsed string, which only equals the identical string. Answers the LaTeX
+    parser does read keep math-verify's full rules (e.g. "The answer is 4" is 4).
+    """
+    import math_verify  # Here, not at the top: only the worker pays for importing sympy.
+
+    as_latex = math_verify.parse(answer, extraction_config=[math_verify.LatexExtractionConfig()], parsing_timeout=None)
+    if as_latex and all(isinstance(item, str) for item in as_latex):
+        return as_latex
+    return math_verify.parse(answer, parsing_timeout=None)
+
+
 def _compare(prediction: str, gold: str) -> bool:
     """math-verify's verdict on two LaTeX answers.
 
@@ -235,11 +303,9 @@ def _compare(prediction: str, gold: str) -> bool:
     :class:`_SoftDeadline` owns SIGALRM; theirs would cancel it. ``gold`` goes first:
     math-verify's comparison is not symmetric (e.g. ``x=3`` is simplified on one side).
     """
-    import math_verify  # Here, not at the top: only the worker pays for importing sympy.
+    import math_verify
 
-    parsed_gold = math_verify.parse(gold, parsing_timeout=None)
-    parsed_prediction = math_verify.parse(prediction, parsing_timeout=None)
-    return bool(math_verify.verify(parsed_gold, parsed_prediction, timeout_seconds=None))
+    return bool(math_verify.verify(_parse(gold), _parse(prediction), timeout_seconds=None))
 
 
 def _limit_worker_memory() -> None:
@@ -252,8 +318,10 @@ def _limit_worker_memory() -> None:
 def _serve(fd: int) -> None:
     """Main loop of a verifier worker process: answer requests on ``fd`` until EOF.
 
-    A request is ``(prediction, gold, soft_timeout_s)``; the reply is a bool. Anything
-    that goes wrong while comparing, running out of time included, is a wrong answer.
+    A request is ``(request_id, prediction, gold, soft_timeout_s)``; the reply is
+    ``(request_id, verdict)``, so that the caller can tell a late answer to an abandoned
+    request from the one it waits for. Anything that goes wrong while comparing,
+    running out of time included, is a wrong answer.
     Ctrl-C is ignored because it is meant for the notebook, which owns this process.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -266,7 +334,7 @@ def _serve(fd: int) -> None:
     connection.send(_WORKER_READY)
     while True:
         try:
-            prediction, gold, soft_timeout_s = connection.recv()
+            request_id, prediction, gold, soft_timeout_s = connection.recv()
         except (EOFError, OSError):  # The caller closed its end (or exited): we are done.
             return
         try:
@@ -274,7 +342,7 @@ def _serve(fd: int) -> None:
                 verdict = _compare(prediction, gold)
         except (_SoftTimeout, Exception):
             verdict = False
-        connection.send(verdict)
+        connection.send((request_id, verdict))
 
 
 # ---------------------------------------------------------------- verifier: caller side
@@ -305,45 +373,75 @@ class _Worker:
     def pid(self) -> int:
         return self._process.pid
 
+    def is_alive(self) -> bool:
+        """Whether the process still runs. A Ctrl-C that reaches a worker before it has
+        started ignoring SIGINT kills it, and so can running out of memory."""
+        return self._process.poll() is None
+
     def wait_ready(self, timeout_s: float) -> None:
-        """Block until the worker has imported math-verify, or raise RuntimeError."""
+        """Block until the worker has imported math-verify, or kill it and raise RuntimeError."""
         if self._ready:
             return
         try:
             self._ready = self._connection.poll(timeout_s) and self._connection.recv() == _WORKER_READY
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # It closed the pipe, so it is exiting: wait to learn its exit code.
             self._ready = False
+            with suppress(subprocess.TimeoutExpired):
+                self._process.wait(_EXIT_GRACE_S)
         if not self._ready:
+            exit_code = self._process.poll()
             self.kill()
+            failure = f"did not start within {timeout_s:.0f} s" if exit_code is None else (
+                f"exited with code {exit_code} while starting"
+            )
             raise RuntimeError(
-                f"The math-verify worker process did not start within {timeout_s:.0f} s; "
-                "its stderr (above) says why, e.g. math_verify or rlnb not importable by "
-                f"{sys.executable}."
+                f"The math-verify worker process {failure}; its stderr (above) says why, e.g. "
+                f"math_verify or rlnb not importable by {sys.executable}."
             )
 
-    def ask(self, request: tuple[str, str, float], timeout_s: float) -> bool | None:
-        """The worker's verdict, or None if it overran ``timeout_s`` or died."""
+    def ask(self, request_id: int, prediction: str, gold: str, soft_timeout_s: float, timeout_s: float) -> bool | None:
+        """The worker's verdict on request ``request_id``, or None if it overran ``timeout_s`` or died.
+
+        Replies to other ids are skipped: they answer a request whose caller gave up
+        waiting (a Ctrl-C, say), and taking one for this request's would shift every
+        later verdict by one question.
+        """
+        deadline = time.monotonic() + timeout_s
         try:
-            self._connection.send(request)
-            if self._connection.poll(timeout_s):
-                return bool(self._connection.recv())
+            self._connection.send((request_id, prediction, gold, soft_timeout_s))
+            while self._connection.poll(max(deadline - time.monotonic(), 0.0)):
+                reply_id, verdict = self._connection.recv()
+                if reply_id == request_id:
+                    return bool(verdict)
         except (EOFError, OSError):
             pass
         return None
 
     def kill(self) -> None:
+        """Kill the process (if it still runs), reap it and close the pipe."""
         self._process.kill()
         self._process.wait()
         self._connection.close()
 
 
+def _alive(worker: _Worker | None) -> _Worker | None:
+    """``worker`` if its process still runs; a dead one is cleaned up and forgotten, since
+    asking it would fail every call from now on."""
+    if worker is not None and not worker.is_alive():
+        worker.kill()
+        return None
+    return worker
+
+
 class _VerifierPool:
     """The active worker plus a warm spare that replaces it when it has to be killed.
 
-    A worker that overran is never asked again (its late reply would answer the next
-    question), and starting a new one takes about half a second; the spare makes the
-    call right after a timeout as fast as any other. Calls are serialised by a lock, so
-    threads may share the pool. Workers are started lazily and killed at exit.
+    A worker that overran, or whose caller was interrupted mid-question, is killed
+    rather than asked again: it may still be busy with the old question for up to the
+    soft deadline. Starting a new one takes about half a second; the spare makes the
+    call right after a timeout as fast as any other. Workers that died on their own are
+    replaced before use. Calls are serialised by a lock, so threads may share the pool.
+    Workers are started lazily and killed at exit.
     """
 
     def __init__(self) -> None:
@@ -351,20 +449,25 @@ class _VerifierPool:
         self._owner_pid = os.getpid()
         self._active: _Worker | None = None
         self._spare: _Worker | None = None
+        self._request_ids = itertools.count()
 
     def verify(self, prediction: str, gold: str, timeout_s: float) -> bool:
-        request = (prediction, gold, timeout_s * _SOFT_DEADLINE_FRACTION)
         with self._lock:
             worker = self._ready_worker()
-            verdict = worker.ask(request, timeout_s)
+            try:
+                verdict = worker.ask(
+                    next(self._request_ids), prediction, gold, timeout_s * _SOFT_DEADLINE_FRACTION, timeout_s
+                )
+            except BaseException:  # KeyboardInterrupt mid-question: the worker is still busy with it.
+                self._retire_active()
+                raise
             if verdict is None:
-                worker.kill()
-                self._active = None
+                self._retire_active()
                 return False
             return verdict
 
     def worker_pids(self) -> tuple[int, ...]:
-        """Process ids of the live workers, the active one first (for diagnostics)."""
+        """Process ids of the workers, the active one first (for diagnostics)."""
         return tuple(worker.pid for worker in (self._active, self._spare) if worker is not None)
 
     def close(self) -> None:
@@ -376,12 +479,22 @@ class _VerifierPool:
                         worker.kill()
             self._active = self._spare = None
 
+    def _retire_active(self) -> None:
+        if self._active is not None:
+            self._active.kill()
+            self._active = None
+
     def _ready_worker(self) -> _Worker:
         if self._owner_pid != os.getpid():  # A forked child: the workers are the parent's.
             self._owner_pid, self._active, self._spare = os.getpid(), None, None
+        self._active, self._spare = _alive(self._active), _alive(self._spare)
         if self._active is None:
             self._active, self._spare = self._spare or _Worker(), None
-        self._active.wait_ready(_WORKER_STARTUP_TIMEOUT_S)
+        try:
+            self._active.wait_ready(_WORKER_STARTUP_TIMEOUT_S)
+        except RuntimeError:
+            self._active = None  # wait_ready killed it; the next call starts a new one
+            raise
         if self._spare is None:
             self._spare = _Worker()
         return self._active
@@ -398,7 +511,10 @@ def verify_answer(prediction: str, gold: str, timeout_s: float = 2.0) -> bool:
     (``"0.5"``), a boxed one or a whole R1 completion. Equivalence is math-verify's
     (``\frac{2}{4}`` = ``0.5`` = ``50\%``, units and ``x=`` dropped, sets unordered,
     floats compared after rounding to 6 decimals). Output is only ever parsed, never
-    evaluated as Python.
+    evaluated as Python. Guards against reward hacking: thousands separators
+    (``1\,000``, ``1{,}000``) and repeating decimals (``0.\overline{3}``) are read as the
+    numbers they denote, and an answer math-verify cannot parse completely (a sum of a
+    thousand terms) only matches the identical string, never the first number in it.
 
     Returns within about ``timeout_s`` whatever the input: oversized or deeply nested
     answers are rejected up front, and a comparison that runs out of time counts as
@@ -408,22 +524,41 @@ def verify_answer(prediction: str, gold: str, timeout_s: float = 2.0) -> bool:
 
     Raises:
         TypeError: if ``prediction`` or ``gold`` is not a str.
-        ValueError: if ``timeout_s`` is not positive.
+        ValueError: if ``timeout_s`` is not a positive, finite number of seconds (at most a day).
         RuntimeError: if the worker process cannot be started at all.
     """
     if not isinstance(prediction, str) or not isinstance(gold, str):
         raise TypeError(
             f"verify_answer expects two str, got {type(prediction).__name__} and {type(gold).__name__}"
         )
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-    predicted = extract_final_answer(prediction)
-    expected = extract_final_answer(gold)
+    timeout_s = _checked_timeout(timeout_s)
+    predicted = _gradable_answer(prediction)
+    expected = _gradable_answer(gold)
     if predicted is None or expected is None:
         return False
-    if not (_is_tractable(predicted) and _is_tractable(expected)):
-        return False
     return _POOL.verify(_as_latex_math(predicted), _as_latex_math(expected), timeout_s)
+
+
+def _checked_timeout(timeout_s: Any) -> float:
+    """``timeout_s`` as a float, checked before anything is sent to the worker: a timeout
+    that fails later (an infinite one overflows the pipe's poll) would strand its reply."""
+    is_number = isinstance(timeout_s, numbers.Real) and not isinstance(timeout_s, bool)
+    if not (is_number and math.isfinite(timeout_s) and 0 < timeout_s <= _MAX_TIMEOUT_S):
+        raise ValueError(
+            f"timeout_s must be a positive, finite number of seconds up to {_MAX_TIMEOUT_S:.0f}, got {timeout_s!r}"
+        )
+    return float(timeout_s)
+
+
+def _gradable_answer(text: str) -> str | None:
+    """The final answer of ``text`` with its numbers normalised, or None when there is
+    nothing to grade or it is too large to parse safely (checked before and after
+    normalising, which can lengthen a repeating decimal's digits)."""
+    answer = extract_final_answer(text)
+    if answer is None or not _is_tractable(answer):
+        return None
+    answer = _normalise_numbers(answer)
+    return answer if _is_tractable(answer) else None
 
 
 # ------------------------------------------------------------------------------ rewards
@@ -564,6 +699,25 @@ def _to_task_row(
     return task_row
 
 
+def _gradable_rows(
+    rows: datasets.Dataset, source: str, gold_column: str, trace_column: str | None
+) -> datasets.Dataset:
+    """The rows with a gold answer (and a trace, when one is asked for); the rest cannot
+    be graded and are dropped with a warning. If none is left that is an error, not an
+    empty set: a run on it would train nothing and report the base model as its result."""
+    gradable = rows.filter(lambda row: bool(row["answer"]) and bool(row.get("expert", True)))
+    wanted = "a gold answer" + ("" if trace_column is None else f" and an expert trace ({trace_column!r})")
+    if len(gradable) == 0:
+        raise ValueError(
+            f"{source}: none of its {len(rows)} rows has {wanted} (gold answers come from column "
+            f"{gold_column!r}), so there is nothing to train or evaluate on"
+        )
+    if len(gradable) < len(rows):
+        dropped = len(rows) - len(gradable)
+        warnings.warn(f"{source}: dropped {dropped} of {len(rows)} rows without {wanted}", stacklevel=3)
+    return gradable
+
+
 def load_math_dataset(
     name_or_path: str,
     split: str = "test",
@@ -579,16 +733,21 @@ def load_math_dataset(
     files or a folder written by ``save_to_disk``. The result has the columns ``prompt``
     (conversational, see :func:`format_prompt`), ``answer`` (gold), ``problem`` and,
     when ``trace_column`` is given, ``expert`` (the off-policy trace LUFFY mixes
-    into each group), and ``level`` when the source has one (MATH's difficulty). When there is no answer column, the gold is the last ``\boxed{}``
-    of the solution column, as in MATH. ``limit`` keeps the first rows only. Rows left
+    into each group), and ``level`` when the source has one (MATH's difficulty). When
+    there is no answer column, the gold is the last ``\boxed{}`` of the solution
+    column, as in MATH. ``limit`` keeps the first rows only. Rows left
     without a gold answer (or without a trace, when one is asked for) cannot be graded
     and are dropped with a warning.
 
     Raises:
         DatasetUnavailableError: a Hub id could not be fetched (e.g. no network).
         FileNotFoundError: a local path does not exist.
-        ValueError: a requested column is missing (the message lists those present).
+        ValueError: a requested column is missing (the message lists those present),
+            ``limit`` is not a positive integer, or no row is left to grade: a run on
+            an empty set would train nothing and report the base model as its result.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of rows (or None for all), got {limit!r}")
     raw = _load_raw(name_or_path, split)
     if limit is not None:
         raw = raw.select(range(min(limit, len(raw))))
@@ -606,11 +765,4 @@ def load_math_dataset(
         },
         remove_columns=raw.column_names,
     )
-    complete = rows.filter(lambda row: bool(row["answer"]) and bool(row.get("expert", True)))
-    if len(complete) < len(rows):
-        warnings.warn(
-            f"{name_or_path!r}: dropped {len(rows) - len(complete)} of {len(rows)} rows without a "
-            "gold answer" + ("" if trace_column is None else " or expert trace"),
-            stacklevel=2,
-        )
-    return complete
+    return _gradable_rows(rows, f"{name_or_path!r} (split {split!r})", gold_column, trace_column)

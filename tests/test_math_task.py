@@ -540,3 +540,23 @@ def test_load_math_dataset_offline_hub_id_says_how_to_use_a_local_copy(monkeypat
     assert "rlnb-tests/no-such-math-dataset" in message
     assert "network" in message
     assert ".jsonl" in message and "save_to_disk" in message
+
+
+@pytest.mark.usefixtures("hf_cache")
+def test_load_math_dataset_refuses_a_set_without_gradable_rows(tmp_path: Path) -> None:
+    # Issue #17 item 6: an empty training set trained nothing and saved the base as final/.
+    path = _write_jsonl(tmp_path / "blank.jsonl", [{**row, "answer": ""} for row in MATH_ROWS])
+    with pytest.raises(ValueError, match=r"blank\.jsonl.*none of its 3 rows has a gold answer.*'answer'"):
+        load_math_dataset(str(path))
+    traces = _write_jsonl(tmp_path / "traces.jsonl", [{**row, "trace": ""} for row in MATH_ROWS])
+    with pytest.raises(ValueError, match="none of its 3 rows has a gold answer and an expert trace"):
+        load_math_dataset(str(traces), trace_column="trace")
+
+
+@pytest.mark.usefixtures("hf_cache")
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True])
+def test_load_math_dataset_refuses_a_limit_that_keeps_no_rows(tmp_path: Path, limit: object) -> None:
+    path = _write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    with pytest.raises(ValueError, match=rf"limit must be a positive number of rows.*{limit!r}"):
+        load_math_dataset(str(path), limit=limit)  # type: ignore[arg-type]
+
