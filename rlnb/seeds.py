@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 
-from rlnb.runs import TrainedRun, is_finished, load_or_train, run_path
+from rlnb.runs import TrainedRun, is_current, load_or_train, run_path
 from rlnb.train import RunConfig
 
 
@@ -69,7 +69,7 @@ def train_runs(jobs: Sequence[RunJob], workers: int | None = None) -> list[Train
     Each finished run prints one line, so a long batch shows its progress
     without progress bars in the notebook's output.
     """
-    missing = [job for job in jobs if not is_finished(run_path(job.config, job.notebook, job.name))]
+    missing = [job for job in jobs if not is_current(job.config, run_path(job.config, job.notebook, job.name))]
     workers = workers or default_workers(missing)
     if len(missing) > 1 and workers > 1:
         with _one_thread_children(), cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
