@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
+import math
+import numbers
 import random
+import textwrap
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 from datasets import Dataset
@@ -40,45 +46,95 @@ METHODS: dict[str, str] = {
 """Trainers are imported only when a run asks for them."""
 
 
+def _help(text: str) -> dict[str, str]:
+    """Field metadata carrying the help text that ``python -m rlnb.train --help`` prints."""
+    return {"help": text}
+
+
 @dataclass
 class RunConfig:
     """Everything that determines a run. Its hash names the run folder.
 
     Fields mirror TRL's ``GRPOConfig`` names where one exists; ``grpo`` passes
     any other ``GRPOConfig`` option through unchanged (for example
-    ``{"epsilon_high": 0.28}`` for DAPO's clip-higher).
+    ``{"epsilon_high": 0.28}`` for DAPO's clip-higher). Every field is checked
+    against its type when the configuration is built (YAML reads ``1e-3`` as a
+    string, so numeric strings are converted), and each field's ``help`` says what
+    it means.
     """
 
-    method: str = "grpo"
-    model: str = TINY
-    preset: str = "ci"
-    seed: int = 0
-    levels: tuple[int, ...] = (2, 3, 4)
-    max_steps: int = 300
-    learning_rate: float = 5e-5
-    prompts_per_step: int = 4
-    num_generations: int = 16
-    max_completion_length: int = 48
-    temperature: float = 1.0
-    loss_type: str = "dapo"
-    scale_rewards: str = "group"
-    format_reward_weight: float = 0.0
-    save_steps: int = 50
-    grpo: dict[str, Any] = field(default_factory=dict)
-    method_options: dict[str, Any] = field(default_factory=dict)
-    lora: dict[str, Any] | None = None
-    task: str = "world"
-    dataset: str | None = None
-    dataset_split: str = "train"
-    trace_column: str | None = None
-    dataset_limit: int | None = None
+    method: str = field(default="grpo", metadata=_help(
+        f"trainer: one of {sorted(METHODS)} (GRPO, GRPO with Clip-Cov/KL-Cov, LUFFY mixed-policy GRPO)"))
+    model: str = field(default=TINY, metadata=_help(
+        f"base model: a hub id, a local save_pretrained folder, or {TINY!r} for the shipped tiny model"))
+    preset: str = field(default="ci", metadata=_help(
+        "hardware preset (ci, full or gpu): CPU or GPU, bf16 and activation checkpointing in GRPOConfig "
+        "(use_cpu, bf16, activation_checkpointing)"))
+    seed: int = field(default=0, metadata=_help(
+        "random seed (GRPOConfig.seed), also for drawing the tiny world's training problems"))
+    levels: tuple[int, ...] = field(default=(2, 3, 4), metadata=_help(
+        "task world: digit counts of the training problems, drawn uniformly (ignored by task math)"))
+    max_steps: int = field(default=300, metadata=_help(
+        "number of optimizer steps (GRPOConfig.max_steps); each step uses prompts_per_step prompts"))
+    learning_rate: float = field(default=5e-5, metadata=_help(
+        "peak learning rate (GRPOConfig.learning_rate), constant unless grpo sets lr_scheduler_type"))
+    prompts_per_step: int = field(default=4, metadata=_help(
+        "distinct prompts per optimizer step; GRPOConfig.per_device_train_batch_size is "
+        "prompts_per_step * num_generations completions"))
+    num_generations: int = field(default=16, metadata=_help(
+        "completions sampled per prompt, the GRPO group size (GRPOConfig.num_generations)"))
+    max_completion_length: int = field(default=48, metadata=_help(
+        "longest completion in tokens (GRPOConfig.max_completion_length)"))
+    temperature: float = field(default=1.0, metadata=_help(
+        "sampling temperature of the rollouts (GRPOConfig.temperature)"))
+    loss_type: str = field(default="dapo", metadata=_help(
+        "how token losses are aggregated (GRPOConfig.loss_type), e.g. grpo, dr_grpo, dapo, bnpo"))
+    scale_rewards: str = field(default="group", metadata=_help(
+        "advantage scaling (GRPOConfig.scale_rewards): group, batch or none (Dr. GRPO)"))
+    format_reward_weight: float = field(default=0.0, metadata=_help(
+        "weight of the format reward next to the accuracy reward's 1.0 (GRPOConfig.reward_weights)"))
+    save_steps: int = field(default=50, metadata=_help(
+        "optimizer steps between checkpoints (GRPOConfig.save_steps); an interrupted run resumes "
+        "from the last one"))
+    grpo: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "any other GRPOConfig options, applied last, e.g. {epsilon_high: 0.28} or {use_vllm: true}"))
+    method_options: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "keyword arguments of the method's trainer class, e.g. LUFFY's {expert_traces: 1}"))
+    lora: dict[str, Any] | None = field(default=None, metadata=_help(
+        "PEFT LoraConfig options (r, lora_alpha, lora_dropout, target_modules) to train a LoRA "
+        "adapter; null trains all weights"))
+    task: str = field(default="world", metadata=_help(
+        f"what the run trains on and how it is rewarded: one of {TASKS} (tiny world, or a MATH-style data set)"))
+    dataset: str | None = field(default=None, metadata=_help(
+        "task math: hub id or local .jsonl/.json/.parquet/.csv file or save_to_disk folder"))
+    dataset_split: str = field(default="train", metadata=_help("task math: the split of dataset to train on"))
+    trace_column: str | None = field(default=None, metadata=_help(
+        "task math: column holding expert traces (LUFFY's off-policy guidance); null for none"))
+    dataset_limit: int | None = field(default=None, metadata=_help(
+        "task math: train on the first dataset_limit rows only (at least 1); null for all"))
 
     def __post_init__(self) -> None:
-        self.levels = tuple(self.levels)
+        for spec in dataclasses.fields(self):
+            setattr(self, spec.name, _checked(spec.name, getattr(self, spec.name), _field_types()[spec.name]))
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Checks that need the value, not just its type: a run must train on something."""
+        for name in _AT_LEAST_ONE:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"RunConfig.{name} must be at least 1, got {value!r}")
+        for name in ("learning_rate", "temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RunConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.seed < 0:
+            raise ValueError(f"RunConfig.seed must not be negative, got {self.seed!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}: choose one of {sorted(METHODS)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}: choose one of {TASKS}")
+        if self.task == "world" and not self.levels:
+            raise ValueError("RunConfig.levels is empty: task 'world' needs at least one level to draw problems from")
         if self.task == "math" and not self.dataset:
             raise ValueError("task 'math' needs `dataset`: a hub id or a local .jsonl/.parquet file or folder")
         unknown = set(self.grpo) - {f.name for f in dataclasses.fields(GRPOConfig)}
@@ -92,12 +148,109 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        """The configuration in a YAML file of RunConfig fields; errors name the file.
+
+        An empty file is an error rather than the default run: it is more likely a
+        wrong or truncated file than a request for the defaults.
+        """
+        data = yaml.safe_load(Path(path).read_text())
+        if data is None:
+            raise ValueError(f"{path}: the file is empty; name at least one RunConfig field (e.g. `max_steps: 10`)")
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of RunConfig fields, got a {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"{path}: unknown RunConfig fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+_AT_LEAST_ONE = ("max_steps", "prompts_per_step", "num_generations", "max_completion_length", "save_steps",
+                 "dataset_limit")
+"""Counts that must be positive: zero steps or an empty data set would train nothing and
+still save the base model as the run's result."""
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    """RunConfig's field types as objects (this module's annotations are strings)."""
+    return typing.get_type_hints(RunConfig)
+
+
+def _checked(name: str, value: Any, expected: Any) -> Any:
+    """``value`` as the type ``expected`` of field ``name``, or a ValueError naming both.
+
+    Numeric strings become numbers (PyYAML reads ``1e-3`` as a string), whole floats
+    become integers and lists tuples. Nothing else is converted: a fraction where an
+    integer belongs (``max_steps: 2.5``) or a scalar where a list belongs (``levels: 3``)
+    is a mistake to report, not to guess at.
+    """
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _checked(name, value, inner)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(name, value, "a list")
+        return tuple(_checked(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(name, value, "a mapping")
+        return value
+    return _SCALAR_CHECKS[expected](name, value)
+
+
+def _type_error(name: str, value: Any, wanted: str) -> ValueError:
+    return ValueError(f"RunConfig.{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+
+
+def _number(text: str) -> int | float | None:
+    """The number a string spells (``"300"``, ``"1e-3"``), or None."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return None
+
+
+def _as_float(name: str, value: Any) -> int | float:
+    """A finite number. Python ints stay ints, so configurations valid before these checks
+    keep their hashes; numpy scalars become Python numbers, which YAML can write."""
+    number = _number(value) if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or not math.isfinite(number):
+        raise _type_error(name, value, "a finite number")
+    return int(number) if isinstance(number, numbers.Integral) else float(number)
+
+
+def _as_int(name: str, value: Any) -> int:
+    """An integer, also from ``"300"``, ``"1e3"`` or 300.0, but never from 2.5."""
+    number = _number(value) if isinstance(value, str) else value
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, numbers.Integral):
+        raise _type_error(name, value, "an integer")
+    return int(number)
+
+
+def _as_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _type_error(name, value, "a string")
+    return value
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _type_error(name, value, "true or false")
+    return value
+
+
+_SCALAR_CHECKS: dict[type, Callable[[str, Any], Any]] = {int: _as_int, float: _as_float, str: _as_str, bool: _as_bool}
 
 
 def world_dataset(levels: Sequence[int], size: int, seed: int) -> Dataset:
@@ -183,11 +336,32 @@ def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train one rlnb run from a RunConfig YAML file.")
+def _cli_parser() -> argparse.ArgumentParser:
+    """The command line; ``--help`` lists every RunConfig field a YAML file may set, with its help."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rlnb.train",
+        description="Train one rlnb run from a RunConfig YAML file.",
+        epilog=_fields_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("config", help="YAML file with RunConfig fields")
     parser.add_argument("run_dir", nargs="?", help="run folder (default: runs/cli/<config name>-<hash>)")
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def _fields_help() -> str:
+    """Each RunConfig field with its type, default and help, in declaration order."""
+    lines = ["RunConfig fields (the keys of CONFIG):"]
+    for spec in dataclasses.fields(RunConfig):
+        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+        lines.append(f"  {spec.name}: {spec.type} = {default!r}")
+        lines += textwrap.wrap(spec.metadata["help"], width=96, initial_indent=" " * 6, subsequent_indent=" " * 6,
+                               break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ns = _cli_parser().parse_args(argv)
     from rlnb.runs import RunFolderError, load_or_train  # late import: runs imports this module
 
     cfg = RunConfig.from_yaml(ns.config)
