@@ -10,6 +10,7 @@ table, so a notebook's analysis cells run unchanged under every preset.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -28,6 +29,12 @@ MAX_NEW_TOKENS = 80
 PROMPT_FORMS = ("task", "worked")
 """``task``: what the model chooses to do (:attr:`Problem.prompt`); ``worked``: what it knows
 (:func:`rlnb.world.worked_prompt`, the form under which the base learned its procedure)."""
+WORLD_TABLE_COLUMNS = ("level", "a", "b", "n", "correct", "steps", "steps_correct", "mean_length")
+"""The columns of :func:`evaluate`'s per-problem table (see :func:`score_rollouts`)."""
+DATASET_TABLE_COLUMNS = ("problem", "level", "n", "correct", "steps", "mean_length", "answer")
+"""The columns of :func:`evaluate_dataset`'s per-problem table."""
+_COUNT_COLUMNS = ("n", "correct", "steps")
+"""Columns of whole counts in both tables: a cache with anything else there was cut short or is not ours."""
 
 
 def prompt_text(problem: Problem, form: str = "task") -> str:
@@ -85,31 +92,61 @@ def evaluate(
 
     ``prompt_form="worked"`` samples under the worked-solution prompt instead
     of the task prompt (see :data:`PROMPT_FORMS`). With ``cache`` (a CSV path)
-    an existing table is returned as is and a new
-    one is written there, so re-running a notebook does not sample again.
+    an existing table is returned (see :func:`cached_table`) and a new one is
+    written there, so re-running a notebook does not sample again.
+
+    Raises:
+        ValueError: if ``problems`` is empty (there would be no table to analyse).
     """
+    if len(problems) == 0:
+        raise ValueError("evaluate got no problems: an empty table has no per-problem rows to compute pass@k from")
+
     def run() -> pd.DataFrame:
         prompts = [prompt_text(p, prompt_form) for p in problems]
         rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=MAX_NEW_TOKENS,
                           temperature=temperature, batch_size=batch_size, seed=seed, progress=progress)
         return score_rollouts(problems, rollouts)
 
-    return cached_table(cache, run)
+    return cached_table(cache, run, WORLD_TABLE_COLUMNS)
 
 
-def cached_table(cache: str | Path | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """``compute()``, or the CSV at ``cache`` when it exists (written after a fresh compute).
+def cached_table(
+    cache: str | Path | None, compute: Callable[[], pd.DataFrame], columns: Sequence[str]
+) -> pd.DataFrame:
+    """``compute()``, or the table cached at ``cache`` when it is one (written after a fresh compute).
 
     Evaluation tables are the expensive part of re-running a notebook; the
     cache path names the model, sample count and seed, so it is never stale.
+    A file there that is not such a table (unreadable, other ``columns``, no rows,
+    counts that are not whole numbers, as after an interrupted write) would feed
+    garbage to every later cell, so it is recomputed and overwritten, with a warning.
     """
     if cache is not None and Path(cache).exists():
-        return pd.read_csv(cache)
+        cached, problem = _read_table(Path(cache), columns)
+        if cached is not None:
+            return cached
+        warnings.warn(f"evaluation cache {cache} {problem}: recomputing and overwriting it", stacklevel=3)
     table = compute()
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(cache, index=False)
     return table
+
+
+def _read_table(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame | None, str]:
+    """The per-problem table in the CSV at ``path``, or None and what is wrong with the file."""
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        return None, f"cannot be read as CSV ({type(err).__name__}: {err})"
+    if list(table.columns) != list(columns):
+        return None, f"has the columns {list(table.columns)}, not {list(columns)}"
+    if table.empty:
+        return None, "has no rows"
+    not_counts = [column for column in _COUNT_COLUMNS if not pd.api.types.is_integer_dtype(table[column])]
+    if not_counts:
+        return None, f"has values that are not whole counts in {not_counts}"
+    return table, ""
 
 
 def summarize(table: pd.DataFrame, ks: Sequence[int] = (1,)) -> pd.DataFrame:
@@ -159,6 +196,8 @@ def evaluate_dataset(
     """
     from rlnb.tasks import get_task
 
+    if len(dataset) == 0:
+        raise ValueError("evaluate_dataset got an empty data set: there are no problems to sample and grade")
     judge = get_task(task)
 
     def run() -> pd.DataFrame:
@@ -180,7 +219,7 @@ def evaluate_dataset(
             "answer": answers,
         })
 
-    return cached_table(cache, run)
+    return cached_table(cache, run, DATASET_TABLE_COLUMNS)
 
 
 def dataset_levels(dataset: Any) -> list[int]:

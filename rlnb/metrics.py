@@ -55,19 +55,47 @@ def _first_violation(bad: np.ndarray, *arrays: np.ndarray) -> tuple[int, ...]:
     return tuple(int(a[index]) for a in arrays)
 
 
-def _pass_at_k_fixed(n: int, k: int, c: np.ndarray) -> np.ndarray:
-    """pass@k for one (n, k) and many c, sharing one cumulative sum.
+_SURE_PASS_EXPONENT = 40.0
+"""C(n-c, k) / C(n, k) <= exp(-c k / n), so once c k / n exceeds this the failure
+probability is below 2**-54 and pass@k rounds to exactly 1.0 in float64."""
+_CHUNK_ELEMENTS = 2**20
+"""Rows of k factors are summed this many elements at a time, to bound memory."""
 
-    C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k/i): summing log1p of the
-    factors from i = n downwards gives the failure probability for every c at
-    once, without factorials that overflow past n ~ 170. ``-expm1`` keeps
-    relative precision when pass@k itself is tiny. Once c > n - k every
-    k-subset contains a correct sample, so pass@k is exactly 1.
+
+def _pass_at_k_fixed(n: int, k: int, c: np.ndarray) -> np.ndarray:
+    """pass@k for one (n, k) and many c, from at most min(c, k) factors per c.
+
+    The failure probability C(n-c, k) / C(n, k) is symmetric in c and k:
+    prod_{j<c} (1 - k/(n-j)) = prod_{j<k} (1 - c/(n-j)). Summing log1p of the
+    factors avoids factorials that overflow past n ~ 170, and never touches all n
+    of them (n may be 10**12). For c <= k one cumulative sum of the c-form serves
+    every c at once; for c > k each distinct c takes k factors. Once c > n - k
+    every k-subset contains a correct sample, and once c k / n is large the
+    result rounds to 1: both are exactly 1 with no factors. ``-expm1`` keeps
+    relative precision when pass@k itself is tiny.
     """
-    i = np.arange(n, k, -1, dtype=np.float64)
-    log_fail = np.concatenate([[0.0], np.cumsum(np.log1p(-k / i))])
+    log_fail = np.zeros(c.shape, dtype=np.float64)
+    sure = (c > n - k) | (c.astype(np.float64) * k > _SURE_PASS_EXPONENT * n)
+    few = ~sure & (c <= k)
+    if few.any():
+        j = np.arange(int(c[few].max()), dtype=np.float64)
+        cumulative = np.concatenate([[0.0], np.cumsum(np.log1p(-k / (n - j)))])
+        log_fail[few] = cumulative[c[few]]
+    many = ~sure & (c > k)
+    if many.any():
+        values, inverse = np.unique(c[many], return_inverse=True)
+        log_fail[many] = _log_fail_from_k_factors(n, k, values)[inverse.ravel()]
     # 0.0 - x rather than -x, so that c = 0 gives +0.0, not -0.0.
-    return np.where(c > n - k, 1.0, 0.0 - np.expm1(log_fail[np.minimum(c, n - k)]))
+    return np.where(sure, 1.0, 0.0 - np.expm1(log_fail))
+
+
+def _log_fail_from_k_factors(n: int, k: int, c: np.ndarray) -> np.ndarray:
+    """sum_{j<k} log1p(-c / (n - j)) for each c, in chunks of rows of k factors."""
+    remaining = n - np.arange(k, dtype=np.float64)
+    rows = max(1, _CHUNK_ELEMENTS // k)
+    return np.concatenate([
+        np.log1p(-(c[start : start + rows, None] / remaining)).sum(axis=1) for start in range(0, c.size, rows)
+    ])
 
 
 def pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> float | np.ndarray:

@@ -12,14 +12,21 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _folder_from_env(variable: str, default: Path) -> Path:
+    """``$variable`` as a path, or ``default`` when it is unset or empty: ``Path("")`` is
+    the current folder, so ``RLNB_RUNS=`` would otherwise scatter runs wherever a
+    notebook happens to execute."""
+    return Path(os.environ.get(variable) or default)
+
+
 def data_dir() -> Path:
     """The shipped data folder (``$RLNB_DATA`` overrides it)."""
-    return Path(os.environ.get("RLNB_DATA", PROJECT_ROOT / "data"))
+    return _folder_from_env("RLNB_DATA", PROJECT_ROOT / "data")
 
 
 def runs_dir() -> Path:
     """Root of all run folders (``$RLNB_RUNS`` overrides it); created on demand."""
-    path = Path(os.environ.get("RLNB_RUNS", PROJECT_ROOT / "runs"))
+    path = _folder_from_env("RLNB_RUNS", PROJECT_ROOT / "runs")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -46,7 +46,7 @@ class Rollouts:
 def sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: str | Sequence[str],
     n: int = 1,
     *,
     max_new_tokens: int = 64,
@@ -57,7 +57,8 @@ def sample(
     backend: str = "hf",
     progress: bool = True,
 ) -> Rollouts:
-    """Draw ``n`` completions for each prompt.
+    """Draw ``n`` completions for each prompt; a single string is one prompt (a str is
+    also a sequence, of characters, which would otherwise be sampled one by one).
 
     ``batch_size`` counts sequences, not prompts: one ``generate`` call runs
     ``batch_size`` completions, so a small model on a CPU is kept busy. Each
@@ -68,9 +69,10 @@ def sample(
         raise ValueError(f"unknown sampling backend {backend!r}: choose one of {BACKENDS}")
     if n < 1 or temperature <= 0 or not 0 < top_p <= 1:
         raise ValueError(f"need n >= 1, temperature > 0 and 0 < top_p <= 1 (got {n}, {temperature}, {top_p})")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if backend == "vllm":
         return _sample_vllm(model, prompts, n, max_new_tokens, temperature, top_p, seed)
-    return _sample_hf(model, tokenizer, list(prompts), n, max_new_tokens, temperature, top_p, batch_size, seed, progress)
+    return _sample_hf(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, batch_size, seed, progress)
 
 
 def token_logprobs(

@@ -25,6 +25,11 @@ def notebooks() -> list[Path]:
     return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
+def select(available: list[Path], prefixes: list[str] | None) -> list[Path]:
+    """The notebooks whose names start with one of ``prefixes`` (all of them without prefixes)."""
+    return [nb for nb in available if not prefixes or any(nb.name.startswith(p) for p in prefixes)]
+
+
 def parameters_for(notebook: Path, preset: str) -> dict:
     params = {"preset": preset}
     extra = NOTEBOOKS_DIR / "params" / preset / f"{notebook.stem}.yaml"
@@ -39,11 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all)")
     ns = parser.parse_args(argv)
     check_preset(ns.preset)
+    selected = select(notebooks(), ns.only)
+    if not selected:
+        parser.error(f"--only {' '.join(ns.only)} matches no notebook; the notebooks are: "
+                     + ", ".join(nb.stem for nb in notebooks()))
     import papermill as pm  # heavy import, only when running
 
     out_dir = runs_dir() / "notebooks" / ns.preset
     out_dir.mkdir(parents=True, exist_ok=True)
-    selected = [nb for nb in notebooks() if not ns.only or any(nb.name.startswith(p) for p in ns.only)]
     failed = []
     for nb in selected:
         out = out_dir / nb.name

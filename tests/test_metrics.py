@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import tracemalloc
 from fractions import Fraction
 
 import numpy as np
@@ -106,6 +107,47 @@ def test_pass_at_k_returns_python_float_for_scalars() -> None:
 def test_pass_at_k_rejects_bad_input_naming_the_argument(n, c, k, name: str) -> None:
     with pytest.raises(ValueError, match=rf"^{name}\b"):
         pass_at_k(n, c, k)
+
+
+HUGE_N_CASES = [
+    # (n, c, k, exact pass@k); C(n-c, k) / C(n, k) is computed exactly, with small k or c.
+    (10**12, 1, 1, Fraction(1, 10**12)),
+    (10**12, 10**8, 3, 1 - Fraction(math.comb(10**12 - 10**8, 3), math.comb(10**12, 3))),
+    (10**12, 5 * 10**11, 2, 1 - Fraction(math.comb(5 * 10**11, 2), math.comb(10**12, 2))),
+    (10**15, 123_456_789, 4, 1 - Fraction(math.comb(10**15 - 123_456_789, 4), math.comb(10**15, 4))),
+    # c = 2: C(n-2, k) / C(n, k) = (n-k)(n-k-1) / (n(n-1)), with k a million.
+    (10**12, 2, 10**6, 1 - Fraction((10**12 - 10**6) * (10**12 - 10**6 - 1), 10**12 * (10**12 - 1))),
+]
+
+
+@pytest.mark.parametrize(("n", "c", "k", "exact"), HUGE_N_CASES)
+def test_pass_at_k_for_huge_n_is_exact_without_materialising_n_terms(n: int, c: int, k: int, exact: Fraction) -> None:
+    # Issue #17 item 8: pass_at_k(10**12, 1, 1) tried to allocate 7 TiB (one term per sample).
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        value = pass_at_k(n, c, k)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert value == pytest.approx(float(exact), rel=1e-12)
+    assert peak < 2**20
+    assert time.perf_counter() - start < 1.0
+
+
+def test_pass_at_k_for_huge_n_broadcasts_like_small_n() -> None:
+    c = np.array([0, 1, 10**8, 10**12])
+    out = pass_at_k(10**12, c, 3)
+    assert out.tolist() == [pass_at_k(10**12, int(value), 3) for value in c]
+    assert out[0] == 0.0 and out[-1] == 1.0
+    with pytest.raises(ValueError, match=r"^k \(10000000000001\) must not exceed n"):
+        pass_at_k(10**13, 1, 10**13 + 1)
+
+
+def test_pass_at_k_is_exactly_one_once_failure_is_below_double_precision() -> None:
+    # c k / n = 42: the failure probability is below exp(-42), under half an ulp of 1.0.
+    assert pass_at_k(10**12, 7 * 10**6, 6 * 10**6) == 1.0
+    assert pass_at_k(4096, 420, 420) == 1.0 == 1 - float(Fraction(math.comb(4096 - 420, 420), math.comb(4096, 420)))
 
 
 def test_powers_of_two() -> None:
