@@ -129,3 +129,19 @@ def test_a_world_run_needs_levels_and_positive_rates() -> None:
         RunConfig(learning_rate=-0.1)
     with pytest.raises(ValueError, match=r"RunConfig\.temperature must be positive, got 0"):
         RunConfig(temperature=0)
+
+
+def test_a_math_run_on_a_set_without_gold_answers_stops_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+
+    from rlnb.runs import load_or_train
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"problem": "1+1?", "answer": ""}\n{"problem": "2+2?", "answer": ""}\n')
+    cfg = RunConfig(task="math", dataset=str(blank), max_steps=1, prompts_per_step=1, num_generations=2)
+    with pytest.raises(ValueError, match=r"blank\.jsonl.*none of its 2 rows has a gold answer"):
+        load_or_train(cfg, "test", "blank", run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run" / "done.json").exists()
