@@ -88,8 +88,8 @@ def test_held_out_for_the_gpu_preset_needs_an_evaluation_set():
 
     with pytest.raises(ValueError, match="pass eval_dataset"):
         HeldOut.for_preset("gpu", levels=(2,), size=4, seed=0)
-    world = HeldOut.for_preset("ci", levels=(2, 4), size=3, seed=0)
-    assert world.levels == [2, 4] and len(world.problems) == 6
+    world = HeldOut.for_preset("ci", levels=(3, 5), size=3, seed=0)
+    assert world.levels == [3, 5] and len(world.problems) == 6
     with pytest.raises(ValueError, match="pass a loaded model"):
         world.evaluate("some/model", None, 2)
 

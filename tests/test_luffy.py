@@ -11,7 +11,7 @@ from rlnb.train import RunConfig, build_trainer
 from rlnb.trainers import RecordingGRPOTrainer, reduce_like_trl
 
 TINY = dict(method="luffy", max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=36,
-            learning_rate=1e-3, save_steps=2, loss_type="dr_grpo", scale_rewards="none", levels=(2, 3))
+            learning_rate=1e-3, save_steps=2, loss_type="dr_grpo", scale_rewards="none", levels=(3, 4))
 
 
 def test_mixed_loss_equals_the_formula_term_by_term():
@@ -198,9 +198,9 @@ def test_measured_gradient_mass_on_the_tiny_base(base):
     from rlnb.world import expert_trace, make_problems
 
     model, tok = base
-    problems = make_problems([2, 6], 3, seed=0)
+    problems = make_problems([3, 7], 3, seed=0)
     table = measure_gradient_mass(model, tok, [p.prompt for p in problems], [expert_trace(p.a, p.b) for p in problems],
                                   [p.answer for p in problems], num_generations=8, expert_traces=1)
     assert len(table) == 6 and (table[["own_pushed", "own_pulled", "traces_pulled"]] >= 0).all().all()
-    hard = table.iloc[3:]  # level 6: the base never solves it, so every own rollout is pushed and the trace pulled
+    hard = table.iloc[3:]  # level 7 (outside): the base never solves it, so every own rollout is pushed and the trace pulled
     assert (hard["own_solved"] == 0).all() and (hard["own_pushed"] > 0).all() and (hard["traces_pulled"] > 0).all()

@@ -41,11 +41,11 @@ def test_direct_answer_is_well_formed_without_steps():
 
 
 def test_held_out_split_is_disjoint_and_deterministic():
-    test = make_problems([2, 3], 150, seed=0, split="test")
-    train = make_problems([2, 3], 150, seed=0, split="train")
+    test = make_problems([3, 4], 150, seed=0, split="test")
+    train = make_problems([3, 4], 150, seed=0, split="train")
     assert all(is_test_pair(p.a, p.b) for p in test)
     assert not any(is_test_pair(p.a, p.b) for p in train)
-    assert test == make_problems([2, 3], 150, seed=0, split="test")
+    assert test == make_problems([3, 4], 150, seed=0, split="test")
     assert len({(p.a, p.b) for p in test}) == len(test)
 
 
@@ -53,7 +53,7 @@ def test_unknown_level_and_split_are_named():
     with pytest.raises(ValueError, match="unknown level 9"):
         sample_problem(9, random.Random(0))
     with pytest.raises(ValueError, match="unknown split 'dev'"):
-        sample_problem(2, random.Random(0), "dev")
+        sample_problem(3, random.Random(0), "dev")
 
 
 def test_shipped_base_loads_with_auto_classes():
