@@ -53,7 +53,7 @@ def _config(spec: dict, model_dir: str | None):
         return lora_rl_config("ci", 0, rank)
     length = spec["completion_length"]
     return RunConfig(
-        model=model_dir, preset=spec["preset"], levels=(2, 3, 4), prompts_per_step=spec["prompts"],
+        model=model_dir, preset=spec["preset"], levels=(3, 4), prompts_per_step=spec["prompts"],
         num_generations=6, max_completion_length=length, temperature=0.7, learning_rate=1e-6,
         loss_type="grpo", lora=None if rank is None else lora_options(rank),
         grpo={"beta": 0.04, "generation_kwargs": {"min_new_tokens": length}},

@@ -4,4 +4,16 @@ The notebooks under ``notebooks/`` hold the narrative and the plots; every line
 that two notebooks or a test would share lives here.
 """
 
+import warnings
+
+# tqdm.auto warns once per kernel when ipywidgets is missing, then falls back to a text bar that works.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+from rlnb.progress import progress_enabled as _progress_enabled  # noqa: E402
+
+if not _progress_enabled():
+    from rlnb.progress import silence_library_bars
+
+    silence_library_bars()
+
 __version__ = "0.1.0"

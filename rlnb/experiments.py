@@ -11,6 +11,7 @@ from rlnb.paths import PROJECT_ROOT
 from rlnb.presets import check_preset
 from rlnb.runs import TrainedRun, load_or_train
 from rlnb.train import RunConfig
+from rlnb.world import levels_in
 
 ZERO_RL_NOTEBOOK = "01_zero_rl"
 GPU_ZERO_RL_YAML = PROJECT_ROOT / "configs" / "zero_rl_math_1.5b.yaml"
@@ -23,7 +24,7 @@ LOSS_TYPES = {
 
 
 def zero_rl_config(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, **overrides) -> RunConfig:
-    """Zero-RL on the shipped base: levels 2-4 mixed, accuracy reward only, no SFT."""
+    """Zero-RL on the shipped base: the inside level and the easiest latent level mixed, accuracy reward only, no SFT."""
     check_preset(preset)
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss type {loss_type!r} for zero-RL: choose one of {sorted(LOSS_TYPES)}")
@@ -33,7 +34,7 @@ def zero_rl_config(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, *
         return RunConfig(**params)
     steps = {"ci": 300, "full": 1000}[preset]
     params = dict(preset=preset, seed=seed, loss_type=loss_type, scale_rewards=LOSS_TYPES[loss_type],
-                  levels=(2, 3, 4), max_steps=steps, learning_rate=5e-5, prompts_per_step=4,
+                  levels=(3, 4), max_steps=steps, learning_rate=5e-5, prompts_per_step=4,
                   num_generations=16, max_completion_length=48)
     params.update(overrides)
     return RunConfig(**params)
@@ -162,9 +163,9 @@ ENTROPY_INTERVENTIONS: dict[str, dict] = {
 def entropy_baseline_config(preset: str = "ci", seed: int = 0, **overrides) -> RunConfig:
     """Notebook 03's baseline: zero-RL GRPO made to collapse its entropy within the ``ci`` budget.
 
-    Against notebook 01's run it trains on levels 2-3 only (level 4 is never
-    solved, so its groups carry no advantage and only dilute the entropy
-    trend), at twice the learning rate (1e-4), and with two optimiser steps
+    Against notebook 01's run it trains on the inside level only (the latent
+    levels are almost never solved under the task prompt, so their groups carry
+    no advantage and only dilute the entropy trend), at twice the learning rate (1e-4), and with two optimiser steps
     per generation batch (``steps_per_generation=2``, the mini-batch layout
     of verl/DAPO): fully on-policy, every PPO ratio is exactly 1, and
     clip-higher and KL-Cov would have nothing to act on.
@@ -172,7 +173,7 @@ def entropy_baseline_config(preset: str = "ci", seed: int = 0, **overrides) -> R
     check_preset(preset)
     params: dict = {"grpo": {"steps_per_generation": 2}}
     if preset != "gpu":  # the gpu preset keeps zero-RL's real-model settings (configs/zero_rl_math_1.5b.yaml)
-        params.update(levels=(2, 3), max_steps={"ci": 200, "full": 600}[preset], learning_rate=1e-4,
+        params.update(levels=levels_in("inside"), max_steps={"ci": 200, "full": 600}[preset], learning_rate=1e-4,
                       format_reward_weight=0.1)
     grpo = {**params.pop("grpo"), **overrides.pop("grpo", {})}
     return zero_rl_config(preset, "grpo", seed, **params, grpo=grpo, **overrides)
@@ -204,7 +205,7 @@ LUFFY_METHODS: dict[str, dict] = {
 LUFFY_BASE_OPTIONS = {"expert_traces": 8, "off_policy_scale": 4.0}
 """LUFFY's options shared by every notebook-02 run (see :func:`luffy_config`)."""
 LUFFY_HARD_LEVEL = 6
-"""The level the notebook judges LUFFY on: outside the base's support (see notebook 00's profile)."""
+"""The level the notebook judges LUFFY on: the hardest latent level (see notebook 00's profile)."""
 GPU_LUFFY_YAML = PROJECT_ROOT / "configs" / "luffy_math_1.5b.yaml"
 """The `gpu` preset of notebook 02: LUFFY's official settings on a real math model, traces from a data-set column."""
 

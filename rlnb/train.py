@@ -28,10 +28,12 @@ from typing import Any, Callable, Sequence
 
 import yaml
 from datasets import Dataset
+from transformers import PrinterCallback
 from trl import GRPOConfig
 
 from rlnb.models import TINY, load_model
 from rlnb.presets import device_settings
+from rlnb.progress import progress_enabled
 from rlnb.trainers import RecordingGRPOTrainer, TidyMetricsCallback
 from rlnb.tasks import TASKS, get_task, math_training_dataset
 from rlnb.world import expert_trace, sample_problem
@@ -72,7 +74,7 @@ class RunConfig:
         "(use_cpu, bf16, activation_checkpointing)"))
     seed: int = field(default=0, metadata=_help(
         "random seed (GRPOConfig.seed), also for drawing the tiny world's training problems"))
-    levels: tuple[int, ...] = field(default=(2, 3, 4), metadata=_help(
+    levels: tuple[int, ...] = field(default=(3, 4), metadata=_help(
         "task world: digit counts of the training problems, drawn uniformly (ignored by task math)"))
     max_steps: int = field(default=300, metadata=_help(
         "number of optimizer steps (GRPOConfig.max_steps); each step uses prompts_per_step prompts"))
@@ -297,7 +299,7 @@ def grpo_args(cfg: RunConfig, output_dir: str | Path) -> GRPOConfig:
         save_total_limit=1,
         save_only_model=False,
         report_to="none",
-        disable_tqdm=False,
+        disable_tqdm=not progress_enabled(),
     ), **device_settings(cfg.preset), **cfg.grpo})
 
 
@@ -323,7 +325,7 @@ def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
         dataset = world_dataset(cfg.levels, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
     else:
         dataset = math_training_dataset(cfg.dataset, cfg.dataset_split, cfg.trace_column, cfg.dataset_limit)
-    return trainer_class(cfg.method)(
+    trainer = trainer_class(cfg.method)(
         model=model,
         processing_class=tokenizer,
         reward_funcs=list(task.reward_funcs),
@@ -334,6 +336,9 @@ def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
         peft_config=lora_config(cfg.lora) if cfg.lora else None,
         **cfg.method_options,
     )
+    if args.disable_tqdm:  # without its bar the Trainer prints every log dict instead: keep outputs quiet
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _cli_parser() -> argparse.ArgumentParser:

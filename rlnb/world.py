@@ -1,23 +1,25 @@
-"""The tiny reasoning world: digit-wise addition with a verifiable answer.
+"""The tiny reasoning world: digit-wise addition with a verifiable answer, and a base with three regimes.
 
-A problem is the sum of two ``n``-digit numbers; ``n`` (2..6) is the difficulty
-level. The prompt is ``"47+85="``. A completion either answers directly
+A problem is the sum of two ``n``-digit numbers; ``n`` (3..7) is the difficulty
+level. The task prompt is ``"47+85="``. A completion either answers directly
 (``"A132"``) or first works digit by digit from the right, carrying
-(``"7+5+0=12;4+8+1=13;A132"``), then answers.
+(``"7+5+0=12;4+8+1=13;A132"``), then answers. A second prompt form,
+``"47+85:"`` (:func:`worked_prompt`), asks for the worked solution.
 
 Why this world (see the field notes' calibration probes):
 
-* every step of the step-by-step trace is a single-digit sum with a carry, an
+* every step of the worked trace is a single-digit sum with a carry, an
   operation a 1M-parameter model learns almost without error, so a base that
-  *chooses* to write steps is reliable while one that answers directly guesses;
-* answers have ``n`` or ``n + 1`` digits, so guessing cannot reach pass@64 on
-  the hard levels: a level the base never saw worked out is truly outside its
-  support, while the expert solver (:func:`expert_trace`) solves every level.
-
-The pretraining corpus (:func:`corpus_document`) writes steps only a quarter of
-the time and only for ``n <= 3``, so the base model has the profile the papers
-study: low pass@1 and high pass@k on the easiest level (RL can sharpen it),
-nothing on levels 4+ (only off-policy guidance can reach them).
+  *chooses* to work a problem out is reliable, while one that answers directly
+  guesses (it cannot add long numbers in one token-step);
+* the pretraining corpus (:func:`corpus_document`) teaches the procedure under
+  the worked-solution prompt at 3-6 digits, but under the task prompt works
+  problems out only at 3 digits (a fifth of the time) and answers 4-6 digits
+  directly; 7 digits never appear. So the base *knows* the procedure at 3-6
+  digits and *chooses* it only at 3: the three regimes of :data:`REGIMES`,
+  inside (3), latent (4-6) and outside (7), measured in notebook 00;
+* the expert solver (:func:`expert_trace`) solves every level: the stand-in for
+  the reasoning traces that LUFFY mixes into its groups.
 """
 
 from __future__ import annotations
@@ -217,14 +219,14 @@ class PretrainRecipe:
     """
 
     seed: int = 0
-    steps: int = 3000
+    steps: int = 1200
     batch_size: int = 64
     lr: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
-    worked_fraction: float = 0.35
-    task_mix: dict[int, float] = field(default_factory=lambda: {3: 1.0, 4: 0.5, 5: 0.5, 6: 0.5})
-    task_steps: dict[int, float] = field(default_factory=lambda: {3: 0.25})
+    worked_fraction: float = 0.5
+    task_mix: dict[int, float] = field(default_factory=lambda: {3: 1.0, 4: 0.15, 5: 0.15, 6: 0.15})
+    task_steps: dict[int, float] = field(default_factory=lambda: {3: 0.2})
     worked_mix: dict[int, float] = field(default_factory=lambda: {3: 1.0, 4: 1.0, 5: 1.5, 6: 2.0})
     hidden_size: int = 128
     num_layers: int = 4

@@ -1,0 +1,55 @@
+"""Several seeds of one configuration in one call, and their band in one figure."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd
+import pytest
+import torch
+
+from rlnb import plots
+from rlnb.seeds import seed_metrics, train_seeds
+from rlnb.train import RunConfig
+from rlnb.world import LEVELS
+
+TINY_RUN = dict(max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=16,
+                learning_rate=1e-3, save_steps=2, levels=list(LEVELS[:1]))
+
+
+def test_seeds_train_in_parallel_processes_and_are_reused():
+    runs = train_seeds(lambda s: RunConfig(seed=s, **TINY_RUN), [0, 1], "test", "tiny", workers=2)
+    assert list(runs) == [0, 1]
+    assert all(run.info["steps"] == 2 for run in runs.values())
+    assert runs[0].run_dir != runs[1].run_dir
+    a, b = (dict(r.model.named_parameters())["model.embed_tokens.weight"] for r in runs.values())
+    assert not torch.equal(a, b), "different seeds must train different models"
+    again = train_seeds(lambda s: RunConfig(seed=s, **TINY_RUN), [0, 1], "test", "tiny")
+    assert not any(run.trained for run in again.values())
+    table = seed_metrics(runs, "grpo")
+    assert set(table["seed"]) == {0, 1} and set(table["run"]) == {"grpo"}
+
+
+def test_train_seeds_needs_a_seed():
+    with pytest.raises(ValueError, match="at least one seed"):
+        train_seeds(lambda s: RunConfig(seed=s, **TINY_RUN), [], "test", "tiny")
+
+
+def test_seed_band_draws_the_mean_and_the_range_across_seeds():
+    table = pd.DataFrame({"step": [1, 2, 1, 2, 1, 2], "value": [0.0, 1.0, 2.0, 3.0, 1.0, 2.0],
+                          "seed": [0, 0, 1, 1, 2, 2], "run": "luffy"})
+    ax = plots.seed_band(table, x="step", y="value")
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == [1.0, 2.0]
+    assert line.get_label() == "luffy (3 seeds)"
+    assert line.get_color() == plots.RUN_COLORS["luffy"]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == 0.0 and band.max() == 3.0
+
+
+def test_every_run_gets_one_stable_colour():
+    assert plots.run_color("luffy") == plots.RUN_COLORS["luffy"]
+    assert plots.run_color("lora-r7") == plots.run_color("lora-r7")
+    assert plots.run_palette(["sft", "grpo"]) == {"sft": plots.RUN_COLORS["sft"], "grpo": plots.RUN_COLORS["grpo"]}
+    levels = plots.level_palette(LEVELS)
+    assert set(levels) == set(LEVELS) and len(set(levels.values())) == len(LEVELS)
