@@ -29,17 +29,23 @@ GROUP_SIZE = 16
 
 REGIME_RULES: dict[str, str] = {
     "inside": "task pass@1 >= 0.05 and task pass@n >= task pass@1 + 0.3",
-    "latent": "task pass@n <= 0.05 and worked pass@1 >= 0.7",
+    "latent": "worked pass@1 >= 0.7, while under the task prompt steps are chosen <= 1% of the time and "
+              "task pass@1 <= 0.01",
     "outside": "task pass@n <= 0.02 and worked pass@1 <= 0.05",
 }
-"""How a level's regime is read off its profile (n = the samples per problem, 64 in notebook 00)."""
+"""How a level's regime is read off its profile (n = the samples per problem, 64 in notebook 00).
+
+A latent level is defined by the *choice*: the procedure is known and almost never chosen, so
+almost every sampled answer is a guess. How often a guess lands still varies with the length of the
+numbers: at the easiest latent level pass@64 is a few percent, at the harder ones it is zero.
+"""
 
 
-def classify(task_pass1: float, task_pass_n: float, worked_pass1: float) -> str | None:
+def classify(task_pass1: float, task_pass_n: float, worked_pass1: float, steps_chosen: float) -> str | None:
     """The regime whose rule of :data:`REGIME_RULES` the numbers satisfy, or None when none fits."""
     if task_pass_n <= 0.02 and worked_pass1 <= 0.05:
         return "outside"
-    if task_pass_n <= 0.05 and worked_pass1 >= 0.7:
+    if worked_pass1 >= 0.7 and steps_chosen <= 0.01 and task_pass1 <= 0.01:
         return "latent"
     if task_pass1 >= 0.05 and task_pass_n >= task_pass1 + 0.3:
         return "inside"
@@ -62,7 +68,7 @@ def summarize_profile(task: pd.DataFrame, worked: pd.DataFrame) -> pd.DataFrame:
             "steps right": grp["steps_correct"].sum() / grp["steps"].sum() if grp["steps"].sum() else np.nan,
             f"groups of {GROUP_SIZE} with spread": float(np.mean(reward_spread(grp["n"], grp["correct"], GROUP_SIZE))),
         }
-        row["regime"] = classify(row["task pass@1"], row[f"task pass@{n}"], row["worked pass@1"])
+        row["regime"] = classify(row["task pass@1"], row[f"task pass@{n}"], row["worked pass@1"], row["steps chosen"])
         rows.append(row)
     return pd.DataFrame(rows).set_index("level")
 
@@ -113,6 +119,13 @@ def trace_token_probs(
 PROFILE_FILE = "profile.json"
 
 
+def _json_value(value):
+    """Floats rounded for reading; NaN (no completion wrote steps) as JSON's null."""
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else round(float(value), 4)
+    return value
+
+
 def write_profile(model_dir: str | Path, per_level: int = 200, n: int = 64, seed: int = EVAL_SEED) -> dict:
     """Measure a model's profile and store it beside the weights (``profile.json``).
 
@@ -126,8 +139,7 @@ def write_profile(model_dir: str | Path, per_level: int = 200, n: int = 64, seed
     sem = (task["correct"] / task["n"]).groupby(task["level"]).sem()
     profile = {
         "problems_per_level": per_level, "samples": n, "seed": seed,
-        "levels": {str(level): {k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v)
-                                for k, v in row.items()} for level, row in summary.iterrows()},
+        "levels": {str(level): {k: _json_value(v) for k, v in row.items()} for level, row in summary.iterrows()},
         "pass@1_stderr": {str(k): round(float(v), 4) for k, v in sem.items()},
     }
     (Path(model_dir) / PROFILE_FILE).write_text(json.dumps(profile, indent=2))

@@ -10,7 +10,7 @@ import pytest
 
 from rlnb.metrics import reward_spread
 from rlnb.profile import classify, measure_profile
-from rlnb.world import LEVELS, REGIMES
+from rlnb.world import LEVELS, REGIMES, levels_in
 
 N = 64
 
@@ -20,10 +20,6 @@ def profile(base):
     model, tok = base
     summary, _, _ = measure_profile(model, tok, LEVELS, per_level=24, n=N)
     return summary
-
-
-def levels_of(regime: str) -> list[int]:
-    return [lvl for lvl in LEVELS if REGIMES[lvl] == regime]
 
 
 def test_regimes_cover_every_level_and_each_regime():
@@ -37,25 +33,30 @@ def test_measured_regime_of_every_level_is_the_declared_one(profile):
 
 
 def test_easiest_inside_level_knows_more_than_it_says(profile):
-    row = profile.loc[min(levels_of("inside"))]
+    row = profile.loc[min(levels_in("inside"))]
     assert 0.05 <= row["task pass@1"] <= 0.5, row
     assert row[f"task pass@{N}"] >= row["task pass@1"] + 0.3, row
 
 
 def test_procedure_is_reliable_where_the_base_uses_it(profile):
-    for lvl in levels_of("inside"):
+    for lvl in levels_in("inside"):
         assert profile.loc[lvl, "steps chosen"] > 0.05, profile.loc[lvl]
         assert profile.loc[lvl, "steps right"] >= 0.9, profile.loc[lvl]
 
 
 def test_latent_levels_are_known_but_not_chosen(profile):
-    for lvl in levels_of("latent"):
-        assert profile.loc[lvl, f"task pass@{N}"] <= 0.05, profile.loc[lvl]
+    for lvl in levels_in("latent"):
         assert profile.loc[lvl, "worked pass@1"] >= 0.7, profile.loc[lvl]
+        assert profile.loc[lvl, "steps chosen"] <= 0.01 and profile.loc[lvl, "task pass@1"] <= 0.01, profile.loc[lvl]
+
+
+def test_on_policy_sampling_almost_never_meets_a_reward_on_the_hardest_latent_level(profile):
+    hardest = max(levels_in("latent"))
+    assert profile.loc[hardest, f"task pass@{N}"] <= 0.05, profile.loc[hardest]
 
 
 def test_outside_level_is_out_of_reach_in_both_forms(profile):
-    for lvl in levels_of("outside"):
+    for lvl in levels_in("outside"):
         assert profile.loc[lvl, f"task pass@{N}"] <= 0.02, profile.loc[lvl]
         assert profile.loc[lvl, "worked pass@1"] <= 0.05, profile.loc[lvl]
 
@@ -67,8 +68,8 @@ def test_task_pass_at_1_does_not_rise_with_the_level(profile):
 
 @pytest.mark.parametrize(
     "numbers, regime",
-    [((0.3, 1.0, 1.0), "inside"), ((0.0, 0.03, 0.9), "latent"), ((0.0, 0.0, 0.01), "outside"),
-     ((0.0, 0.2, 0.9), None), ((0.6, 0.7, 1.0), None)],
+    [((0.3, 1.0, 1.0, 0.2), "inside"), ((0.0, 0.03, 0.9, 0.0), "latent"), ((0.0, 0.0, 0.01, 0.0), "outside"),
+     ((0.001, 0.08, 0.9, 0.0), "latent"), ((0.0, 0.2, 0.9, 0.05), None), ((0.6, 0.7, 1.0, 0.5), None)],
 )
 def test_classify_applies_the_rules(numbers, regime):
     assert classify(*numbers) == regime

@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 
 import pandas as pd
 import pytest
-import torch
+import numpy as np
 
 from rlnb import plots
 from rlnb.seeds import seed_metrics, train_seeds
@@ -22,8 +22,8 @@ def test_seeds_train_in_parallel_processes_and_are_reused():
     assert list(runs) == [0, 1]
     assert all(run.info["steps"] == 2 for run in runs.values())
     assert runs[0].run_dir != runs[1].run_dir
-    a, b = (dict(r.model.named_parameters())["model.embed_tokens.weight"] for r in runs.values())
-    assert not torch.equal(a, b), "different seeds must train different models"
+    entropy = [r.metrics.loc[r.metrics["metric"] == "entropy", "value"].to_numpy() for r in runs.values()]
+    assert len(entropy[0]) == 2 and not np.allclose(*entropy), "different seeds must sample differently"
     again = train_seeds(lambda s: RunConfig(seed=s, **TINY_RUN), [0, 1], "test", "tiny")
     assert not any(run.trained for run in again.values())
     table = seed_metrics(runs, "grpo")
