@@ -13,12 +13,12 @@ import signal
 import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 import pytest
 
 from rlnb import math_task
 from rlnb.math_task import verify_answer
+from test_math_task import _process_is_running  # the same /proc check the math-task tests use
 
 # (prediction, gold, verdict): alternating verdicts, so an answer shifted by one call shows.
 KNOWN_PAIRS = [
@@ -37,14 +37,6 @@ def _grade_many(count: int) -> tuple[list[bool], list[bool]]:
     """Verdicts and right verdicts for ``count`` consecutive calls on KNOWN_PAIRS."""
     pairs = [KNOWN_PAIRS[i % len(KNOWN_PAIRS)] for i in range(count)]
     return [verify_answer(prediction, gold) for prediction, gold, _ in pairs], [right for *_, right in pairs]
-
-
-def _process_is_running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def _wait_until_dead(pid: int) -> None:
