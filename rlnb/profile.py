@@ -16,12 +16,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlnb.evaluate import evaluate
 from rlnb.metrics import pass_at_k, reward_spread
-from rlnb.rollout import token_logprobs
+from rlnb.rollout import text_logprobs
 from rlnb.world import EVAL_SEED, LEVELS, Problem, expert_trace, make_problems
 
 GROUP_SIZE = 16
@@ -100,10 +99,7 @@ def trace_token_probs(
     This is the number LUFFY's shaping acts on: a trace token the policy gives
     p ~ 1e-7 gets a shaped weight of about p / 0.1, so nothing moves it.
     """
-    texts = [p.prompt + expert_trace(p.a, p.b) for p in problems]
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        logp = token_logprobs(model, enc["input_ids"], enc["attention_mask"])  # (B, T - 1)
+    logp, enc = text_logprobs(model, tokenizer, [p.prompt + expert_trace(p.a, p.b) for p in problems])  # (B, T - 1)
     rows = []
     for i, p in enumerate(problems):
         ids = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()

@@ -90,6 +90,18 @@ def token_logprobs(
     return logp if attention_mask is None else logp * attention_mask[:, 1:]
 
 
+def text_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`token_logprobs` of whole texts, tokenized and padded as the tokenizer pads (left for the tiny world).
+
+    Returns the (B, T - 1) log-probabilities and the encoding, whose attention mask
+    says which positions are padding.
+    """
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True)
+    return token_logprobs(model, batch["input_ids"], batch["attention_mask"]), batch
+
+
 def _sample_hf(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
