@@ -8,6 +8,9 @@ import warnings
 
 # tqdm.auto warns once per kernel when ipywidgets is missing, then falls back to a text bar that works.
 warnings.filterwarnings("ignore", message="IProgress not found")
+# TRL 1.16 still asks transformers for `is_gradient_checkpointing`, which transformers deprecates in favour
+# of `is_activation_checkpointing`: a warning for TRL's maintainers, not for a reader, printed every run.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 from rlnb.progress import progress_enabled as _progress_enabled  # noqa: E402
 

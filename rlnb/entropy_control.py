@@ -12,12 +12,14 @@ drain entropy. Both of their remedies act only on a small set of such tokens:
 * **KL-Cov** adds ``kl_coef * |log pi - log pi_old|`` to the per-token loss of
   the top ``kl_cov_ratio * N`` tokens by covariance.
 
-TRL 1.16 has neither. Rather than re-deriving TRL's whole loss, the subclass
-changes it at its two seams: the per-token log-probabilities TRL receives
-(a Clip-Cov token gets a detached log-prob, so its ratio term carries no
-gradient, which is what zeroing its loss does) and a KL-Cov penalty added to
-the returned loss through the same aggregation TRL uses for the run's
-``loss_type``. With both ratios 0 the loss and gradient are TRL's own.
+TRL 1.16 has neither. With both ratios 0 the trainer is TRL's, loss and gradient. With either on, it
+computes the loss the official code computes (``compute_policy_loss_clip_cov`` and
+``compute_policy_loss_kl_cov`` of the Entropy-Mechanism repository), aggregated like the run's
+``loss_type`` (:func:`cov_token_loss`): Clip-Cov keeps PPO's clipped surrogate and zeroes the chosen
+tokens' loss; KL-Cov has **no** ratio clip, only the penalty on the top tokens. Both take at least one
+token (``max(1, int(r * N))``), and the official Clip-Cov recipes set the clip range to
+``clip_ratio_low = clip_ratio_high = 1`` (``epsilon = epsilon_high = 1`` here), which
+:data:`rlnb.experiments.ENTROPY_INTERVENTIONS` follows.
 
 One property worth knowing: in a fully on-policy step (TRL's default,
 ``steps_per_generation=1``, ``num_iterations=1``) log pi_old is the current
@@ -29,20 +31,22 @@ batch, so notebook 03 trains with ``steps_per_generation=2``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from rlnb.metrics import centered_logp_adv_cov
-from rlnb.trainers import RecordingGRPOTrainer
+from rlnb.metrics import centered_logp_adv_cov, masked_mean
+from rlnb.trainers import RecordingGRPOConfig, RecordingGRPOTrainer
 
 AGGREGATED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 """TRL loss types whose per-token loss is the clipped ratio surrogate this variant modifies."""
 
 
 def _count(ratio: float, mask: torch.Tensor) -> int:
-    """Tokens a ratio of the batch's valid tokens amounts to (rounded down, like the paper's int())."""
-    return int(ratio * int(mask.sum()))
+    """Tokens a positive ratio of the batch's valid tokens amounts to: ``max(1, int(ratio * N))`` as in the
+    official code, so a small batch still gets one; a ratio of 0 selects none."""
+    return max(1, int(ratio * int(mask.sum()))) if ratio > 0 else 0
 
 
 def clip_cov_selection(
@@ -58,7 +62,7 @@ def clip_cov_selection(
 
     Eligible tokens are valid, have ``lower < cov < upper`` and are not already
     clipped by the ratio clip (their gradient is zero anyway). Exactly
-    ``min(int(ratio * valid tokens), eligible tokens)`` of them are drawn
+    ``min(max(1, int(ratio * valid tokens)), eligible tokens)`` of them are drawn
     uniformly without replacement.
     """
     if not 0.0 <= ratio <= 1.0:
@@ -79,7 +83,7 @@ def clip_cov_selection(
 
 
 def kl_cov_selection(cov: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Bool [B, T]: the ``int(ratio * valid tokens)`` valid tokens with the largest covariance."""
+    """Bool [B, T]: the ``max(1, int(ratio * valid tokens))`` valid tokens with the largest covariance."""
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"kl_cov_ratio must lie in [0, 1], got {ratio}")
     valid = mask.bool()
@@ -98,89 +102,113 @@ def kl_cov_penalty(
     return torch.where(selected, coef * (logps - old_logps).abs(), torch.zeros_like(logps))
 
 
-class CovGRPOTrainer(RecordingGRPOTrainer):
-    """Recording GRPO trainer with Clip-Cov and/or KL-Cov; ratios 0 give TRL's loss unchanged.
+def cov_token_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip: tuple[float, float],
+    clip_cov: tuple[float, float, float] | None = None,
+    kl_cov: tuple[float, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official per-token Clip-Cov or KL-Cov loss, before aggregation, and the tokens it acted on.
 
-    The paper's 7B values (Clip-Cov 2e-4 of tokens in the band [1, 5];
-    KL-Cov the top 2e-3, coefficient 1) select less than one token of a
-    batch of ~1000, so the defaults here are scaled for the tiny world (see
-    :func:`rlnb.experiments.entropy_interventions`). Logs
-    ``clip_cov/fraction``, ``kl_cov/fraction`` and ``kl_cov/penalty`` every step.
+    ``clip_cov = (ratio, lower, upper)``: PPO's clipped surrogate ``max(-A r, -A clip(r))`` with the
+    ``clip = (eps_low, eps_high)`` range, zeroed on the tokens :func:`clip_cov_selection` draws (tokens
+    the clip already cut are not eligible). ``kl_cov = (ratio, coef)``: ``-A r`` with no clip, plus
+    :func:`kl_cov_penalty` on the :func:`kl_cov_selection` tokens. Exactly one of the two is given.
+    Shapes: (B, T) tensors, ``advantages`` (B,). Returns ``(per_token_loss, selected)``.
     """
+    if (clip_cov is None) == (kl_cov is None):
+        raise ValueError("give exactly one of clip_cov and kl_cov (the official code has one loss mode per run)")
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    ratio = torch.exp(logps - old_logps)
+    surrogate = -adv * ratio
+    cov = centered_logp_adv_cov(logps.detach(), advantages, mask)
+    if kl_cov is not None:
+        selected = kl_cov_selection(cov, mask, kl_cov[0])
+        return surrogate + kl_cov_penalty(logps, old_logps, selected, kl_cov[1]), selected
+    clipped_surrogate = -adv * torch.clamp(ratio, 1 - clip[0], 1 + clip[1])
+    cut_by_clip = (clipped_surrogate > surrogate) & mask.bool()
+    selected = clip_cov_selection(cov, mask, clip_cov[0], clip_cov[1], clip_cov[2], cut_by_clip, generator)
+    return torch.maximum(surrogate, clipped_surrogate) * (~selected).to(surrogate.dtype), selected
 
-    def __init__(
-        self,
-        *args: Any,
-        clip_cov_ratio: float = 0.0,
-        clip_cov_lb: float = 1.0,
-        clip_cov_ub: float = 5.0,
-        kl_cov_ratio: float = 0.0,
-        kl_coef: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
+
+@dataclass
+class CovConfig(RecordingGRPOConfig):
+    """``GRPOConfig`` plus Clip-Cov's and KL-Cov's options (``RunConfig.method_options``); ratios 0 switch each off."""
+
+    clip_cov_ratio: float = field(default=0.0, metadata={
+        "help": "Clip-Cov: fraction of the valid tokens (at least one when positive) whose gradient is stopped, "
+                "drawn among those with covariance in (clip_cov_lb, clip_cov_ub) (paper: 2e-4 for 7B)"})
+    clip_cov_lb: float = field(default=1.0, metadata={"help": "Clip-Cov: lower end of the covariance band"})
+    clip_cov_ub: float = field(default=5.0, metadata={"help": "Clip-Cov: upper end of the covariance band"})
+    kl_cov_ratio: float = field(default=0.0, metadata={
+        "help": "KL-Cov: fraction of the valid tokens (at least one when positive), the top by covariance, "
+                "that get the penalty kl_coef * |log pi - log pi_old| (paper: 2e-3 for 7B)"})
+    kl_coef: float = field(default=1.0, metadata={"help": "KL-Cov: coefficient of the penalty (paper: 1)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("clip_cov_ratio", "kl_cov_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not self.clip_cov_lb < self.clip_cov_ub:
+            raise ValueError(f"Clip-Cov band needs clip_cov_lb < clip_cov_ub, got ({self.clip_cov_lb}, {self.clip_cov_ub})")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be non-negative, got {self.kl_coef}")
+        if self.clip_cov_ratio > 0 and self.kl_cov_ratio > 0:
+            raise ValueError("choose Clip-Cov (clip_cov_ratio) or KL-Cov (kl_cov_ratio), not both: "
+                             "the official code has one loss mode per run")
         if self.loss_type not in AGGREGATED_LOSS_TYPES:
             raise ValueError(f"Clip-Cov/KL-Cov support loss_type in {AGGREGATED_LOSS_TYPES}, got {self.loss_type!r}")
         if self.importance_sampling_level != "token":
             raise ValueError("Clip-Cov/KL-Cov act per token: use importance_sampling_level='token'")
-        for name, value in (("clip_cov_ratio", clip_cov_ratio), ("kl_cov_ratio", kl_cov_ratio)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if not clip_cov_lb < clip_cov_ub:
-            raise ValueError(f"Clip-Cov band needs clip_cov_lb < clip_cov_ub, got ({clip_cov_lb}, {clip_cov_ub})")
-        if kl_coef < 0:
-            raise ValueError(f"kl_coef must be non-negative, got {kl_coef}")
-        self.clip_cov_ratio, self.clip_cov_lb, self.clip_cov_ub = clip_cov_ratio, clip_cov_lb, clip_cov_ub
-        self.kl_cov_ratio, self.kl_coef = kl_cov_ratio, kl_coef
-        self._cov_inputs: dict[str, Any] | None = None
-        self._kl_terms: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    # ------------------------------------------------------------------ seams of TRL's loss
+
+class CovGRPOTrainer(RecordingGRPOTrainer):
+    """Recording GRPO trainer with Clip-Cov and/or KL-Cov (``args`` a :class:`CovConfig`); ratios 0 give TRL's loss.
+
+    The paper's 7B values (Clip-Cov 2e-4 of tokens in the band [1, 5];
+    KL-Cov the top 2e-3, coefficient 1) select less than one token of a
+    batch of ~1000, so the notebook's values are scaled for the tiny world (see
+    :data:`rlnb.experiments.ENTROPY_INTERVENTIONS`). Logs
+    ``clip_cov/fraction``, ``kl_cov/fraction`` and ``kl_cov/penalty`` every step.
+    """
+
+    config_class = CovConfig
+
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        self._cov_inputs = inputs
-        try:
-            loss = super()._compute_loss(model, inputs)
-        finally:
-            self._cov_inputs = None
-        if self._kl_terms is not None:
-            logps, old_logps, selected = self._kl_terms
-            self._kl_terms = None
-            penalty = kl_cov_penalty(logps, old_logps, selected, self.kl_coef)
-            loss = loss + self.reduce_per_token(penalty, self._loss_mask(inputs), inputs)
-            if self.model.training:
-                self._metrics["train"]["kl_cov/penalty"].append(float(penalty.detach().sum() / selected.sum().clamp(min=1)))
-        return loss
-
-    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
-        logps, entropies, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        if self._cov_inputs is not None and kwargs.get("compute_entropy"):
-            logps = self._apply_cov_controls(logps, self._cov_inputs)
-        return (logps, entropies, *rest)
-
-    def _apply_cov_controls(self, logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
-        """Select tokens by covariance; detach the Clip-Cov ones, remember the KL-Cov ones."""
-        mask = self._loss_mask(inputs)
-        advantages = inputs["advantages"]
+        a = self.args
+        if a.clip_cov_ratio == 0 and a.kl_cov_ratio == 0:
+            return super()._compute_loss(model, inputs)
+        completion_ids, mask = inputs["completion_ids"], self._loss_mask(inputs)
+        logps, entropies = self._get_per_token_logps_and_entropies(
+            model, torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
+            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1), completion_ids.size(1),
+            compute_entropy=True)[:2]
         old = inputs.get("old_per_token_logps")
         old = logps.detach() if old is None else old
-        cov = centered_logp_adv_cov(logps.detach(), advantages, mask)
-        training = self.model.training
-        if self.clip_cov_ratio > 0:
-            adv = advantages if advantages.dim() == 2 else advantages.unsqueeze(1)
-            ratio = torch.exp(logps.detach() - old)
-            clipped = ((ratio < 1 - self.epsilon_low) & (adv < 0)) | ((ratio > 1 + self.epsilon_high) & (adv > 0))
-            generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self.state.global_step)
-            chosen = clip_cov_selection(cov, mask, self.clip_cov_ratio, self.clip_cov_lb, self.clip_cov_ub,
-                                        clipped, generator)
-            logps = torch.where(chosen, logps.detach(), logps)
-            if training:
-                self._metrics["train"]["clip_cov/fraction"].append(float(chosen.sum() / mask.sum().clamp(min=1)))
-        if self.kl_cov_ratio > 0:
-            selected = kl_cov_selection(cov, mask, self.kl_cov_ratio)
-            self._kl_terms = (logps, old, selected)
-            if training:
-                self._metrics["train"]["kl_cov/fraction"].append(float(selected.sum() / mask.sum().clamp(min=1)))
-        return logps
+        generator = torch.Generator().manual_seed(a.seed * 1_000_003 + self.state.global_step)
+        per_token, selected = cov_token_loss(
+            logps, old, inputs["advantages"], mask, clip=(self.epsilon_low, self.epsilon_high),
+            clip_cov=(a.clip_cov_ratio, a.clip_cov_lb, a.clip_cov_ub) if a.clip_cov_ratio > 0 else None,
+            kl_cov=(a.kl_cov_ratio, a.kl_coef) if a.kl_cov_ratio > 0 else None, generator=generator)
+        loss = self.reduce_per_token(per_token, mask, inputs)
+        if self.model.training:
+            metrics = self._metrics["train"]
+            metrics["entropy"].append(float(masked_mean(entropies.detach(), mask)))  # as TRL's own loss logs it
+            share = float(selected.sum() / mask.sum().clamp(min=1))
+            if a.clip_cov_ratio > 0:
+                metrics["clip_cov/fraction"].append(share)
+            else:
+                metrics["kl_cov/fraction"].append(share)
+                gap = (logps.detach() - old).abs()
+                metrics["kl_cov/penalty"].append(float(a.kl_coef * gap[selected].mean()) if selected.any() else 0.0)
+            self._record_token_diagnostics(inputs)
+        return loss
 
     @staticmethod
     def _loss_mask(inputs: dict[str, Any]) -> torch.Tensor:

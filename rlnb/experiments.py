@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from rlnb.paths import PROJECT_ROOT
 from rlnb.presets import check_preset
-from rlnb.runs import TrainedRun, load_or_train
+from rlnb.runs import TrainedRun, load_or_train, run_path
+from rlnb.seeds import RunJob
 from rlnb.train import RunConfig
 from rlnb.world import levels_in
 
@@ -151,10 +152,12 @@ ENTROPY_INTERVENTIONS: dict[str, dict] = {
     "80/20 mask": {"grpo": {"top_entropy_quantile": 0.2}},  # gradient only on the top-20% entropy tokens
     # Cui et al. use 2e-4 (Clip-Cov) and 2e-3 (KL-Cov) of the tokens for 7B models: under one token of a
     # ~600-1300-token batch here. About 2% of this world's tokens have a covariance term above 1, so both
-    # Clip-Cov detaches 2% of the valid tokens, drawn from the paper's band (1, 5). KL-Cov acts only on the
-    # second (off-policy) optimiser step of each generation batch; at the top 2% with coefficient 1 it left the
-    # entropy at the baseline's in the ci preset, so it takes the top 5% with coefficient 5.
-    "Clip-Cov": {"method": "cov", "method_options": {"clip_cov_ratio": 0.02, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0}},
+    # Clip-Cov zeroes the loss of 2% of the valid tokens, drawn from the paper's band (1, 5), with the official
+    # recipes' ratio clip (clip_ratio_low = clip_ratio_high = 1). KL-Cov (no ratio clip, as in the official loss)
+    # acts only on the second (off-policy) optimiser step of each generation batch; at the top 2% with
+    # coefficient 1 it left the entropy at the baseline's in the ci preset, so it takes the top 5% with coefficient 5.
+    "Clip-Cov": {"method": "cov", "method_options": {"clip_cov_ratio": 0.02, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0},
+                 "grpo": {"epsilon": 1.0, "epsilon_high": 1.0}},
     "KL-Cov": {"method": "cov", "method_options": {"kl_cov_ratio": 0.05, "kl_coef": 5.0}},
 }
 """Notebook 03's interventions against entropy collapse, each a single switch on :func:`entropy_baseline_config`."""
@@ -194,18 +197,17 @@ def entropy_run(preset: str = "ci", name: str = "baseline", seed: int = 0) -> Tr
 
 LUFFY_NOTEBOOK = "02_luffy_off_policy"
 LUFFY_METHODS: dict[str, dict] = {
-    # run name -> LuffyGRPOTrainer options on top of luffy_config's shared settings (one switch each)
+    # run name -> LuffyConfig options on top of luffy_config's shared settings (one switch each)
     "luffy": {},
     "luffy-no-shaping": {"policy_shaping": False},  # off-policy weight p itself (pi_phi = 1), no f
-    "rl+sft": {"off_policy_loss": "sft"},  # traces outside the group's baseline, trained by NLL
+    "rl+sft": {"off_policy_loss": "sft"},  # traces outside the group's baseline, trained by token-mean NLL
     "sft": {"off_policy_loss": "sft", "on_policy_scale": 0.0, "entropy_coef": 0.0},  # rollouts only measured
     "on-policy": {"expert_traces": 0},  # the same trainer and settings with no traces: plain GRPO
 }
-"""Notebook 02's runs, all from the shipped base and one seed; ``sft-grpo`` (GRPO from ``sft``) is built on top."""
-LUFFY_BASE_OPTIONS = {"expert_traces": 8, "off_policy_scale": 4.0}
-"""LUFFY's options shared by every notebook-02 run (see :func:`luffy_config`)."""
-LUFFY_HARD_LEVEL = 6
-"""The level the notebook judges LUFFY on: the hardest latent level (see notebook 00's profile)."""
+"""Notebook 02's runs, all from the shipped base; ``sft-grpo`` (GRPO from ``sft``) is built on top."""
+LUFFY_BASE_OPTIONS = {"expert_traces": 1}
+"""LUFFY's options shared by every notebook-02 run on the tiny world: the official 1 trace per group of 8,
+and otherwise :class:`rlnb.luffy.LuffyConfig`'s defaults (the official loss and its normalisation)."""
 GPU_LUFFY_YAML = PROJECT_ROOT / "configs" / "luffy_math_1.5b.yaml"
 """The `gpu` preset of notebook 02: LUFFY's official settings on a real math model, traces from a data-set column."""
 
@@ -213,13 +215,13 @@ GPU_LUFFY_YAML = PROJECT_ROOT / "configs" / "luffy_math_1.5b.yaml"
 def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overrides) -> RunConfig:
     """One of notebook 02's runs: LUFFY, or one of its baselines in :data:`LUFFY_METHODS`.
 
-    Shared settings, chosen from short probes on this world (the notebook says why):
-    training levels 4-6 (the hard level 6 plus the two below it, whose digit positions it
-    shares), groups of 16 with 8 expert traces (the shaped weight is at most 0.25 per token, so a
-    single trace per group is too weak a signal for a 1M-parameter model to learn a new digit count
-    in minutes), learning rate 3e-4 (in probes 1e-3 wiped out levels 2-3 within 50 steps; 3e-4 still
-    loses them by step 300, since they are not trained on), the off-policy term scaled by 4 (LUFFY's
-    official scale is 1), up to 64 completion tokens (a 6-digit trace is 63 with its EOS).
+    On the tiny world the runs train on the latent levels only (:func:`rlnb.world.levels_in`), where
+    the base almost never chooses its procedure under the task prompt and on-policy groups have no
+    reward spread; the inside level is held out to measure forgetting. Accuracy reward only, as in
+    the paper (a format reward would let on-policy GRPO bootstrap, notebook 01's story), groups of 8
+    with 1 trace, learning rate 3e-4 (probes: 1 trace per group lifts LUFFY's own accuracy on these
+    levels from 0 to above 0.5 by step 30-35), up to 64 completion tokens (a 6-digit trace is 63 with
+    its EOS).
     """
     check_preset(preset)
     if name not in LUFFY_METHODS:
@@ -228,28 +230,36 @@ def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overr
         params = RunConfig.from_yaml(GPU_LUFFY_YAML).to_dict()
         shared = params.pop("method_options")
     else:
-        params = dict(method="luffy", preset=preset, levels=(4, 5, 6), max_steps={"ci": 100, "full": 1500}[preset],
-                      learning_rate=3e-4, prompts_per_step=4, num_generations=16, max_completion_length=64,
-                      loss_type="dr_grpo", scale_rewards="none", format_reward_weight=0.1)
+        params = dict(method="luffy", preset=preset, levels=levels_in("latent"),
+                      max_steps={"ci": 60, "full": 300}[preset], learning_rate=3e-4, prompts_per_step=4,
+                      num_generations=8, max_completion_length=64, loss_type="dr_grpo", scale_rewards="none",
+                      format_reward_weight=0.0)
         shared = LUFFY_BASE_OPTIONS
     options = {**shared, **LUFFY_METHODS[name], **overrides.pop("method_options", {})}
     params.update(seed=seed, method_options=options, **overrides)
     return RunConfig(**params)
 
 
-def luffy_run(preset: str = "ci", name: str = "luffy", seed: int = 0) -> TrainedRun:
-    """A notebook-02 run, trained on first use and cached in ``runs/02_luffy_off_policy/``.
+def luffy_job(preset: str = "ci", name: str = "luffy", seed: int = 0) -> RunJob:
+    """The :class:`rlnb.seeds.RunJob` of a notebook-02 run (``sft-grpo`` too), for :func:`rlnb.seeds.train_runs`.
 
-    ``sft-grpo`` continues the ``sft`` run's final model with on-policy GRPO
-    (the ``on-policy`` settings) for half as many steps: the paper's SFT + RL.
+    ``sft-grpo`` continues the ``sft`` run's final model (of the same seed) with on-policy GRPO (the
+    ``on-policy`` settings) for half as many steps: the paper's SFT + RL. Train ``sft`` first.
     """
     if name == "sft-grpo":
-        start = sft(preset, seed)
+        start = run_path(luffy_config(preset, "sft", seed), LUFFY_NOTEBOOK, "sft")
         base = luffy_config(preset, "on-policy", seed)
-        cfg = luffy_config(preset, "on-policy", seed, model=str(start.run_dir / "final"),
-                           max_steps=base.max_steps // 2)
-        return load_or_train(cfg, LUFFY_NOTEBOOK, name)
-    return load_or_train(luffy_config(preset, name, seed), LUFFY_NOTEBOOK, name)
+        cfg = luffy_config(preset, "on-policy", seed, model=str(start / "final"), max_steps=base.max_steps // 2)
+        return RunJob(cfg, LUFFY_NOTEBOOK, name)
+    return RunJob(luffy_config(preset, name, seed), LUFFY_NOTEBOOK, name)
+
+
+def luffy_run(preset: str = "ci", name: str = "luffy", seed: int = 0) -> TrainedRun:
+    """A notebook-02 run, trained on first use and cached in ``runs/02_luffy_off_policy/``."""
+    if name == "sft-grpo":
+        sft(preset, seed)
+    job = luffy_job(preset, name, seed)
+    return load_or_train(job.config, job.notebook, job.name)
 
 
 def luffy(preset: str = "ci", seed: int = 0) -> TrainedRun:

@@ -16,8 +16,17 @@ differently (:func:`mixed_token_loss`):
   ``p`` (whose weight ``p`` vanishes for them), while tokens the policy already
   knows are pushed gently, which is why shaping keeps exploration alive.
 
-Aggregation is TRL's ``loss_type`` (:func:`rlnb.trainers.reduce_like_trl`; the official
-run's "sum over tokens / padded response length" is ``dr_grpo``), plus an entropy bonus and no KL.
+Aggregation (:func:`luffy_loss`) is either the official code's (``loss_normalization="official"``):
+every term a token *sum* over the micro-batch divided by the padded response length ``T_max``, the
+entropy bonus included, and the RL + SFT baseline's NLL a token *mean* over trace tokens; or TRL's
+(``"trl"``): the policy terms reduced like ``loss_type`` (:func:`rlnb.trainers.reduce_like_trl`) and
+the entropy bonus a token mean, as TRL's own ``entropy_coef`` is. The two differ in the relative
+weight of the terms: against the official sum / ``T_max``, TRL's ``dr_grpo`` divides the policy term
+by the rows ``B`` too, and a token-mean entropy divides by the tokens. No KL term.
+
+Importance sampling: like the official code, none is applied to the trace tokens (their behaviour
+policy is taken as 1) and no vLLM sampling correction is applied to the on-policy tokens either:
+the loss below replaces TRL's, and only TRL's loss reads the sampling log-probabilities.
 
 The same trainer gives the paper's baselines by switching one option each:
 ``policy_shaping=False`` (raw ``p``), ``off_policy_loss="sft"`` (traces outside
@@ -32,7 +41,8 @@ prompt, so there the full group is sampled and ``k`` rollouts are replaced.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,10 +50,12 @@ import torch
 
 from rlnb.metrics import masked_mean
 from rlnb.tasks import WORLD, Task
-from rlnb.trainers import RecordingGRPOTrainer
+from rlnb.trainers import RecordingGRPOConfig, RecordingGRPOTrainer
 
 OFF_POLICY_LOSSES = ("mixed", "sft")
 """``mixed``: LUFFY (traces in the group's advantage); ``sft``: negative log-likelihood on the traces."""
+LOSS_NORMALIZATIONS = ("official", "trl")
+"""How :func:`luffy_loss` aggregates token terms: the official LUFFY code's, or TRL's ``loss_type``."""
 
 
 def shaping_weight(p: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -84,6 +96,72 @@ def mixed_token_loss(
         p = torch.exp(logps)
         off = -(p / (p + shaping_gamma) if policy_shaping else p) * adv
     return on_policy_scale * on * (1 - off_rows), off_policy_scale * off * off_rows
+
+
+class LuffyLoss(NamedTuple):
+    """The three terms of :func:`luffy_loss`, each already aggregated; ``total`` is what is optimised."""
+
+    on_policy: torch.Tensor
+    off_policy: torch.Tensor
+    entropy_bonus: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.on_policy + self.off_policy - self.entropy_bonus
+
+
+def luffy_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    off_policy: torch.Tensor,
+    mask: torch.Tensor,
+    entropies: torch.Tensor,
+    *,
+    normalization: str = "official",
+    max_completion_length: int,
+    entropy_coef: float = 0.001,
+    accumulation: float = 1.0,
+    trl_reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    **token_options: Any,
+) -> LuffyLoss:
+    r"""LUFFY's loss on one micro-batch (Yan et al. 2025, eq. 6 with policy shaping, plus the entropy bonus).
+
+    .. math::
+
+        \mathcal L(\theta) = -\frac{1}{Z}\Big[\sum_{i\in\text{on}}\sum_t \rho_{i,t}\hat A_i
+        + \sum_{j\in\text{off}}\sum_t f\big(\pi_\theta(\tau_{j,t})\big)\hat A_j\Big]
+        - \beta_H\,\frac{1}{Z}\sum_i\sum_t \mathcal H_{i,t},
+        \qquad f(p) = \frac{p}{p+\gamma},\quad \rho_{i,t} = \frac{\pi_\theta}{\pi_{\theta_\text{old}}}
+
+    with :math:`\hat A_i = r_i - \operatorname{mean}(r)` over the mixed group (no std). The per-token
+    terms are :func:`mixed_token_loss`'s (``token_options`` are its keywords).
+
+    ``normalization="official"`` is the official code's: :math:`Z = T_\text{max}` (the padded response
+    length, ``max_completion_length``) for the policy terms and the entropy alike, with no division by
+    the rows; with ``off_policy_loss="sft"`` (RL + SFT) the trace term is the token *mean* of the NLL
+    over trace tokens, times ``off_policy_scale``. ``normalization="trl"`` reduces the policy terms with
+    ``trl_reduce`` (the trainer's ``loss_type`` reduction) and takes the entropy as a token mean (TRL's
+    ``entropy_coef`` convention). Every term is divided by the gradient-accumulation steps
+    (``trl_reduce`` does that itself).
+    """
+    if normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"unknown loss_normalization {normalization!r}: choose one of {LOSS_NORMALIZATIONS}")
+    on, off = mixed_token_loss(logps, old_logps, advantages, off_policy, **token_options)
+    valid_entropy = entropies * mask
+    if normalization == "trl":
+        if trl_reduce is None:
+            raise ValueError("loss_normalization 'trl' needs trl_reduce, the trainer's loss_type reduction")
+        bonus = entropy_coef * valid_entropy.sum() / mask.sum().clamp(min=1.0) / accumulation
+        return LuffyLoss(trl_reduce(on, mask), trl_reduce(off, mask), bonus)
+    on_part = (on * mask).sum() / max_completion_length / accumulation
+    if token_options.get("off_policy_loss", "mixed") == "sft":
+        trace_mask = mask * off_policy.unsqueeze(1).to(mask.dtype)
+        off_part = (off * trace_mask).sum() / trace_mask.sum().clamp(min=1.0) / accumulation
+    else:
+        off_part = (off * mask).sum() / max_completion_length / accumulation
+    bonus = entropy_coef * valid_entropy.sum() / max_completion_length / accumulation
+    return LuffyLoss(on_part, off_part, bonus)
 
 
 def group_gradient_mass(
@@ -166,64 +244,75 @@ def measure_gradient_mass(
     return pd.DataFrame(rows)
 
 
-class LuffyGRPOTrainer(RecordingGRPOTrainer):
-    """GRPO whose groups mix ``expert_traces`` expert traces (dataset column ``expert``) with on-policy rollouts.
+@dataclass
+class LuffyConfig(RecordingGRPOConfig):
+    """``GRPOConfig`` plus LUFFY's options; the defaults are the official run's (``RunConfig.method_options``)."""
 
-    Options (passed as ``RunConfig.method_options``), defaults matching the official LUFFY run:
-    ``expert_traces`` (k of the G group slots, 1), ``policy_shaping`` (True),
-    ``shaping_gamma`` (0.1), ``on_policy_clip`` (False; the clip range is
-    ``GRPOConfig.epsilon``/``epsilon_high``), ``entropy_coef`` (0.001),
-    ``off_policy_loss`` (``"mixed"``; ``"sft"`` for the SFT baselines),
-    ``on_policy_scale`` and ``off_policy_scale`` (1.0: multipliers of each term,
-    i.e. a separate learning rate for the off-policy term).
-    Per-level accuracy, steps used and entropy are recorded on the on-policy rollouts only.
+    expert_traces: int = field(default=1, metadata={
+        "help": "k: of each group's num_generations slots, how many hold the prompt's expert trace "
+                "(dataset column `expert`); 0 is plain on-policy GRPO"})
+    policy_shaping: bool = field(default=True, metadata={
+        "help": "weight trace tokens by f(p) = p / (p + shaping_gamma) instead of p itself"})
+    shaping_gamma: float = field(default=0.1, metadata={"help": "gamma of the policy shaping f(p) = p / (p + gamma)"})
+    on_policy_clip: bool = field(default=False, metadata={
+        "help": "PPO-clip the on-policy ratio with epsilon / epsilon_high (the official run has no clip)"})
+    off_policy_loss: str = field(default="mixed", metadata={
+        "help": f"one of {OFF_POLICY_LOSSES}: traces inside the group's advantage (LUFFY), or outside it "
+                "and trained by negative log-likelihood (the RL + SFT and SFT baselines)"})
+    on_policy_scale: float = field(default=1.0, metadata={
+        "help": "multiplier of the on-policy term (0 with off_policy_loss='sft' is plain SFT on the traces)"})
+    off_policy_scale: float = field(default=1.0, metadata={
+        "help": "multiplier of the off-policy term (the SFT coefficient of RL + SFT)"})
+    loss_normalization: str = field(default="official", metadata={
+        "help": f"one of {LOSS_NORMALIZATIONS}: the official code's sums over T_max (and token-mean NLL), "
+                "or TRL's loss_type reduction with a token-mean entropy bonus (see rlnb.luffy.luffy_loss)"})
+    entropy_coef: float = field(default=0.001, metadata={
+        "help": "beta_H, the entropy bonus's coefficient (official 0.001); normalised as loss_normalization says"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.expert_traces < 0 or self.expert_traces >= self.num_generations:
+            raise ValueError(f"expert_traces={self.expert_traces} must leave at least one on-policy rollout in a "
+                             f"group of num_generations={self.num_generations}")
+        if self.off_policy_loss not in OFF_POLICY_LOSSES:
+            raise ValueError(f"unknown off_policy_loss {self.off_policy_loss!r}: choose one of {OFF_POLICY_LOSSES}")
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"unknown loss_normalization {self.loss_normalization!r}: "
+                             f"choose one of {LOSS_NORMALIZATIONS}")
+        if self.expert_traces and self.scale_rewards != "none":
+            raise ValueError(f"LUFFY's advantage is r - mean(group) without the std: set scale_rewards='none' "
+                             f"(got {self.scale_rewards!r})")
+        if self.shaping_gamma <= 0:
+            raise ValueError(f"shaping_gamma must be positive, got {self.shaping_gamma}")
+
+
+GENERATE_FIELDS = ("prompt_ids", "completion_ids", "tool_mask", "completions", "logprobs", "extra_fields",
+                   "images", "tool_images")
+"""What TRL 1.16's private ``GRPOTrainer._generate`` returns, in order. The trainer splices traces into
+this tuple, so a TRL whose tuple differs is refused with an error naming the version (and
+``tests/test_luffy.py`` checks it against the installed TRL)."""
+
+
+class LuffyGRPOTrainer(RecordingGRPOTrainer):
+    """GRPO whose groups mix ``args.expert_traces`` expert traces (dataset column ``expert``) with on-policy rollouts.
+
+    ``args`` is a :class:`LuffyConfig`; the loss is :func:`luffy_loss`. Per-level accuracy, steps
+    used and entropy are recorded on the on-policy rollouts only.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        expert_traces: int = 1,
-        policy_shaping: bool = True,
-        shaping_gamma: float = 0.1,
-        on_policy_clip: bool = False,
-        entropy_coef: float = 0.001,
-        off_policy_loss: str = "mixed",
-        on_policy_scale: float = 1.0,
-        off_policy_scale: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
+    config_class = LuffyConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not 0 <= expert_traces < self.num_generations:
-            raise ValueError(
-                f"expert_traces={expert_traces} must leave at least one on-policy rollout in a group of "
-                f"num_generations={self.num_generations}"
-            )
-        if off_policy_loss not in OFF_POLICY_LOSSES:
-            raise ValueError(f"unknown off_policy_loss {off_policy_loss!r}: choose one of {OFF_POLICY_LOSSES}")
-        if expert_traces and self.scale_rewards != "none":
-            raise ValueError(
-                f"LUFFY's advantage is r - mean(group) without the std: set scale_rewards='none' "
-                f"(got {self.scale_rewards!r})"
-            )
-        if shaping_gamma <= 0:
-            raise ValueError(f"shaping_gamma must be positive, got {shaping_gamma}")
-        self.expert_traces = expert_traces
-        self.policy_shaping = policy_shaping
-        self.shaping_gamma = shaping_gamma
-        self.on_policy_clip = on_policy_clip
-        self.luffy_entropy_coef = entropy_coef
-        self.off_policy_loss = off_policy_loss
-        self.on_policy_scale = on_policy_scale
-        self.off_policy_scale = off_policy_scale
         self._batch_experts: list[str] | None = None
 
     # ------------------------------------------------------------------ the mixed group
     def _is_trace_slot(self, index: int) -> bool:
         """TRL lays groups out contiguously; the first ``k`` slots of each group hold the traces."""
-        return self.model.training and index % self.num_generations < self.expert_traces
+        return self.model.training and index % self.num_generations < self.args.expert_traces
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.expert_traces and self.model.training:
+        if self.args.expert_traces and self.model.training:
             if "expert" not in inputs[0]:
                 raise ValueError("LUFFY needs an 'expert' column in the training dataset (the expert traces)")
             self._batch_experts = [str(x["expert"]) for x in inputs]
@@ -234,7 +323,7 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
         off = torch.tensor([self._is_trace_slot(i) for i in range(len(inputs))],
                            device=output["completion_ids"].device)
         output["off_policy_mask"] = off
-        if self.off_policy_loss == "sft" and off.any():
+        if self.args.off_policy_loss == "sft" and off.any():
             output["advantages"] = self._on_policy_baseline(output["advantages"], off)
         return output
 
@@ -263,6 +352,12 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
             if out[5]:  # extra fields of a rollout_func: per-row lists
                 out[5] = {k: [v[j] for j in source] if isinstance(v, list) and len(v) == len(own) else v
                           for k, v in out[5].items()}
+        if len(out) != len(GENERATE_FIELDS):
+            import trl
+
+            raise RuntimeError(f"LUFFY splices traces into TRL's GRPOTrainer._generate output, which TRL 1.16 returns "
+                               f"as {GENERATE_FIELDS}; TRL {trl.__version__} returned {len(out)} values: "
+                               "install the trl version pinned in pyproject.toml")
         prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
         tok = self._tokenizer
         for i, text in enumerate(self._batch_experts):
@@ -271,7 +366,7 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
             ids = (tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[: self.max_completion_length]
             completion_ids[i] = ids
             completions[i] = [{"role": "assistant", "content": text}] if isinstance(completions[i], list) else text
-            if logprobs is not None:  # vLLM: no sampling log-prob for a trace; NaN makes TRL's correction 1
+            if logprobs is not None:  # vLLM: a trace has no sampling log-prob; luffy_loss never reads these
                 logprobs[i] = [float("nan")] * len(ids)
             if tool_mask is not None:
                 tool_mask[i] = [1] * len(ids)
@@ -285,7 +380,7 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
         """
         index = {row: j for j, row in enumerate(own)}
         g = self.num_generations
-        return [index[i] if i in index else index[(i // g) * g + self.expert_traces] for i in range(n)]
+        return [index[i] if i in index else index[(i // g) * g + self.args.expert_traces] for i in range(n)]
 
     def _record_rollouts(self, inputs: list[dict[str, Any]], output: dict[str, Any]) -> None:
         """Per-level accuracy and step-writing of the policy's own rollouts (the traces would read 100%)."""
@@ -310,18 +405,18 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
         old = logps.detach() if old is None else old
         off = inputs.get("off_policy_mask")
         off = torch.zeros(logps.size(0), dtype=torch.bool, device=logps.device) if off is None else off
-        on_loss, off_loss = mixed_token_loss(
-            logps, old, inputs["advantages"], off,
-            off_policy_loss=self.off_policy_loss, policy_shaping=self.policy_shaping,
-            shaping_gamma=self.shaping_gamma,
-            clip=(self.epsilon_low, self.epsilon_high) if self.on_policy_clip else None,
-            on_policy_scale=self.on_policy_scale, off_policy_scale=self.off_policy_scale,
-        )
-        on_part = self.reduce_per_token(on_loss, mask, inputs)
-        off_part = self.reduce_per_token(off_loss, mask, inputs)
-        entropy = (entropies * mask).sum() / mask.sum().clamp(min=1.0)
         accumulation = self.current_gradient_accumulation_steps if self.model.training else 1.0
-        loss = on_part + off_part - self.luffy_entropy_coef * entropy / accumulation
+        terms = luffy_loss(
+            logps, old, inputs["advantages"], off, mask, entropies,
+            normalization=self.args.loss_normalization, max_completion_length=self.max_completion_length,
+            entropy_coef=self.args.entropy_coef, accumulation=accumulation,
+            trl_reduce=lambda per_token, m: self.reduce_per_token(per_token, m, inputs),
+            off_policy_loss=self.args.off_policy_loss, policy_shaping=self.args.policy_shaping,
+            shaping_gamma=self.args.shaping_gamma,
+            clip=(self.epsilon_low, self.epsilon_high) if self.args.on_policy_clip else None,
+            on_policy_scale=self.args.on_policy_scale, off_policy_scale=self.args.off_policy_scale,
+        )
+        on_part, off_part, loss = terms.on_policy, terms.off_policy, terms.total
         if self.model.training:
             self._record_mixed_diagnostics(logps.detach(), entropies.detach(), mask, off, on_part, off_part, inputs)
         return loss
@@ -343,10 +438,10 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
         total = abs(float(on_part.detach())) + abs(float(off_part.detach()))
         metrics["off_policy/loss_share"].append(abs(float(off_part.detach())) / total if total > 0 else 0.0)
         if off_mask.sum() > 0:
-            if self.off_policy_loss == "sft":
+            if self.args.off_policy_loss == "sft":
                 weights = torch.ones_like(probs)  # d(log p)/d(log p): every trace token weighs 1
             else:
-                weights = shaping_weight(probs, self.shaping_gamma) if self.policy_shaping else probs
+                weights = shaping_weight(probs, self.args.shaping_gamma) if self.args.policy_shaping else probs
             valid = weights[off_mask.bool()]
             metrics["off_policy/prob"].append(float(masked_mean(probs, off_mask)))
             metrics["off_policy/entropy"].append(float(masked_mean(entropies, off_mask)))

@@ -39,8 +39,8 @@ from rlnb.tasks import TASKS, get_task, math_training_dataset
 from rlnb.world import expert_trace, sample_problem
 
 METHODS: dict[str, str] = {
-    # method -> "module:TrainerClass"; each class accepts (model, processing_class, reward_funcs, args,
-    # train_dataset, callbacks, peft_config, **cfg.method_options) like TRL's GRPOTrainer.
+    # method -> "module:TrainerClass"; each class takes TRL GRPOTrainer's arguments, its ``args`` an
+    # instance of the class's ``config_class`` (a GRPOConfig subclass whose fields are the method's options).
     "grpo": "rlnb.trainers:RecordingGRPOTrainer",
     "cov": "rlnb.entropy_control:CovGRPOTrainer",  # Clip-Cov / KL-Cov (notebook 03)
     "luffy": "rlnb.luffy:LuffyGRPOTrainer",  # mixed-policy GRPO (notebook 02)
@@ -101,7 +101,8 @@ class RunConfig:
     grpo: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "any other GRPOConfig options, applied last, e.g. {epsilon_high: 0.28} or {use_vllm: true}"))
     method_options: dict[str, Any] = field(default_factory=dict, metadata=_help(
-        "keyword arguments of the method's trainer class, e.g. LUFFY's {expert_traces: 1}"))
+        "fields of the method's config class (a GRPOConfig subclass: rlnb.luffy.LuffyConfig, "
+        "rlnb.entropy_control.CovConfig, rlnb.trainers.RecordingGRPOConfig), e.g. LUFFY's {expert_traces: 1}"))
     lora: dict[str, Any] | None = field(default=None, metadata=_help(
         "PEFT LoraConfig options (r, lora_alpha, lora_dropout, target_modules) to train a LoRA "
         "adapter; null trains all weights"))
@@ -273,13 +274,22 @@ def world_dataset(levels: Sequence[int], size: int, seed: int) -> Dataset:
     )
 
 
-def grpo_args(cfg: RunConfig, output_dir: str | Path) -> GRPOConfig:
-    """TRL ``GRPOConfig`` for a run: preset hardware settings plus the run's own options.
+def grpo_args(cfg: RunConfig, output_dir: str | Path, config_class: type[GRPOConfig] = GRPOConfig) -> GRPOConfig:
+    """The run's ``config_class`` (TRL's ``GRPOConfig`` or a method's subclass): preset hardware settings,
+    the run's own options, then ``cfg.grpo`` and ``cfg.method_options``.
 
-    ``cfg.grpo`` overrides any default set here (for example Tina's cosine schedule or reward weights).
+    ``cfg.grpo`` overrides any default set here (for example Tina's cosine schedule or reward weights);
+    ``cfg.method_options`` fills the method's own fields, and one the class does not have is an
+    error that lists those it has.
     """
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(cfg.method_options) - fields
+    if unknown:
+        own = fields - {f.name for f in dataclasses.fields(GRPOConfig)}
+        raise ValueError(f"method {cfg.method!r} has no options {sorted(unknown)}; "
+                         f"{config_class.__name__} has {sorted(own)}")
     batch = cfg.prompts_per_step * cfg.num_generations
-    return GRPOConfig(**{**dict(
+    return config_class(**{**dict(
         output_dir=str(output_dir),
         seed=cfg.seed,
         max_steps=cfg.max_steps,
@@ -300,7 +310,7 @@ def grpo_args(cfg: RunConfig, output_dir: str | Path) -> GRPOConfig:
         save_only_model=False,
         report_to="none",
         disable_tqdm=not progress_enabled(),
-    ), **device_settings(cfg.preset), **cfg.grpo})
+    ), **device_settings(cfg.preset), **cfg.grpo, **cfg.method_options})
 
 
 def trainer_class(method: str) -> type[RecordingGRPOTrainer]:
@@ -319,13 +329,14 @@ def lora_config(options: dict[str, Any]):
 def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
     """A ready-to-train TRL trainer whose metrics and checkpoints go to ``run_dir``."""
     model, tokenizer = load_model(cfg.model, device="cpu" if cfg.preset != "gpu" else None)
-    args = grpo_args(cfg, run_dir)
+    trainer_cls = trainer_class(cfg.method)
+    args = grpo_args(cfg, run_dir, trainer_cls.config_class)
     task = get_task(cfg.task)
     if cfg.task == "world":
         dataset = world_dataset(cfg.levels, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
     else:
         dataset = math_training_dataset(cfg.dataset, cfg.dataset_split, cfg.trace_column, cfg.dataset_limit)
-    trainer = trainer_class(cfg.method)(
+    trainer = trainer_cls(
         model=model,
         processing_class=tokenizer,
         reward_funcs=list(task.reward_funcs),
@@ -334,7 +345,6 @@ def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
         train_dataset=dataset,
         callbacks=[TidyMetricsCallback(run_dir)],
         peft_config=lora_config(cfg.lora) if cfg.lora else None,
-        **cfg.method_options,
     )
     if args.disable_tqdm:  # without its bar the Trainer prints every log dict instead: keep outputs quiet
         trainer.remove_callback(PrinterCallback)

@@ -15,12 +15,13 @@ import csv
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 
 from rlnb.evaluate import level_number
 from rlnb.metrics import centered_logp_adv_cov, masked_mean
@@ -65,19 +66,42 @@ def reduce_like_trl(
     raise ValueError(f"loss_type {loss_type!r} is not supported here: use grpo, bnpo, dr_grpo or dapo")
 
 
+@dataclass
+class RecordingGRPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` plus what the recording trainer needs; each method's config subclasses it.
+
+    As in TRL's experimental trainers, a method's options are typed fields with a
+    help string (``RunConfig.method_options`` fills them), so a misspelt option is
+    an error that lists the known ones rather than a silently ignored keyword.
+    """
+
+    sample_every: int = field(default=10, metadata={
+        "help": "write one prompt's whole group to completions.jsonl every this many optimizer steps"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sample_every < 1:
+            raise ValueError(f"sample_every must be at least 1, got {self.sample_every}")
+
+
 class RecordingGRPOTrainer(GRPOTrainer):
     """GRPO exactly as TRL computes it, plus the diagnostics of notebooks 01 and 03.
 
     Datasets carry an ``answer`` column, and a ``level`` column where the task
     has levels (per-level metrics are recorded only then). ``task`` judges a
-    completion (the tiny world by default). Every ``sample_every`` steps, one
+    completion (the tiny world by default). Every ``args.sample_every`` steps, one
     prompt's whole group is written to ``completions.jsonl``.
     """
 
-    def __init__(self, *args: Any, task: Task = WORLD, sample_every: int = 10, **kwargs: Any) -> None:
+    config_class: type[RecordingGRPOConfig] = RecordingGRPOConfig
+    """The ``GRPOConfig`` subclass :func:`rlnb.train.build_trainer` builds ``args`` as."""
+
+    def __init__(self, *args: Any, task: Task = WORLD, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not isinstance(self.args, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs args of type {self.config_class.__name__}, "
+                            f"got {type(self.args).__name__}")
         self.task = task
-        self.sample_every = sample_every
         self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ loss reduction
@@ -121,7 +145,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
             if sel:
                 metrics[name].append(sum(sel) / len(sel))
         step = self.state.global_step
-        if step % self.sample_every == 0:
+        if step % self.args.sample_every == 0:
             self._write_samples(step, inputs, texts, correct, output["advantages"].tolist())
 
     def _write_samples(

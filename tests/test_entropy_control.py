@@ -9,7 +9,7 @@ tested on constructed inputs in tests/test_metrics.py
 import pytest
 import torch
 
-from rlnb.entropy_control import CovGRPOTrainer, clip_cov_selection, kl_cov_penalty, kl_cov_selection
+from rlnb.entropy_control import CovGRPOTrainer, clip_cov_selection, cov_token_loss, kl_cov_penalty, kl_cov_selection
 from rlnb.runs import load_or_train, run_path
 from rlnb.train import RunConfig, build_trainer
 from rlnb.trainers import RecordingGRPOTrainer
@@ -98,7 +98,7 @@ def _loss_and_grads(trainer, inputs, compute):
 def _set(trainer, **options):
     defaults = dict(clip_cov_ratio=0.0, clip_cov_lb=1.0, clip_cov_ub=5.0, kl_cov_ratio=0.0, kl_coef=1.0)
     for name, value in {**defaults, **options}.items():
-        setattr(trainer, name, value)
+        setattr(trainer.args, name, value)
 
 
 def test_with_both_ratios_zero_the_loss_and_gradient_are_trls(cov_trainer):
@@ -136,6 +136,103 @@ def test_kl_cov_adds_coef_times_the_log_ratio_on_the_selected_tokens_only(cov_tr
     expected = 2.0 * 0.05 * chosen / float(inputs["num_items_in_batch"])  # dapo: sum over tokens / tokens
     assert chosen > 0
     torch.testing.assert_close(with_kl - base, torch.tensor(expected), rtol=1e-3, atol=1e-6)
+    _set(trainer)
+
+
+# ---------------------------------------------------------------- fidelity to the official Entropy-Mechanism code
+def _valid_cov(logp, adv, mask):
+    """(A - mean A)(log p - mean log p) over the valid tokens, both means over valid tokens; -inf on padding."""
+    a = adv.unsqueeze(1).expand_as(logp)
+    valid = mask.bool()
+    cov = (a - a[valid].mean()) * (logp - logp[valid].mean())
+    return cov.masked_fill(~valid, float("-inf"))
+
+
+def _official_kl_cov(logp, old, adv, mask, ratio, coef):
+    """compute_policy_loss_kl_cov, transcribed from its description: -A r with no clip everywhere; on the top
+    max(1, int(r N)) valid tokens by covariance, -A r + coef |log p - log p_old| instead."""
+    a = adv.unsqueeze(1).expand_as(logp)
+    r = torch.exp(logp - old)
+    losses = -a * r
+    with_kl = -a * r + coef * (logp - old).abs()
+    k = max(1, int(ratio * int(mask.sum())))
+    top = _valid_cov(logp.detach(), adv, mask).flatten().topk(k).indices
+    flat = losses.flatten().clone()
+    flat[top] = with_kl.flatten()[top]
+    return flat.view_as(losses)
+
+
+def _official_clip_cov(logp, old, adv, mask, ratio, lb, ub, eps_low, eps_high, chosen_order):
+    """compute_policy_loss_clip_cov, transcribed: tokens cut by the clip are not eligible; of those with
+    lb < cov < ub, min(max(1, int(r N)), eligible) drawn at random get a correction factor 0."""
+    a = adv.unsqueeze(1).expand_as(logp)
+    r = torch.exp(logp - old)
+    l1, l2 = -a * r, -a * torch.clamp(r, 1 - eps_low, 1 + eps_high)
+    cov = _valid_cov(logp.detach(), adv, mask)
+    cov = cov.masked_fill((l2 > l1) & mask.bool(), float("-inf"))
+    eligible = ((cov > lb) & (cov < ub) & mask.bool()).flatten().nonzero().squeeze(1)
+    take = min(max(1, int(ratio * int(mask.sum()))), eligible.numel())
+    corr = torch.ones(logp.numel())
+    corr[eligible[chosen_order[:take]]] = 0.0
+    return torch.maximum(l1, l2) * corr.view_as(logp)
+
+
+def _random_case(seed):
+    g = torch.Generator().manual_seed(seed)
+    logp = (torch.rand(6, 9, generator=g) * 0.97 + 0.02).log()
+    old = logp + 0.4 * torch.randn(6, 9, generator=g)  # ratios from ~0.3 to ~3: inside and outside the clip
+    adv = torch.randn(6, generator=g)
+    mask = (torch.arange(9) < torch.randint(3, 10, (6, 1), generator=g)).float()
+    return logp, old, adv, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kl_cov_equals_the_official_loss_in_value_and_gradient(seed):
+    logp, old, adv, mask = _random_case(seed)
+    ratios = torch.exp(logp - old)[mask.bool()]
+    assert (ratios > 1.2).any() and (ratios < 0.8).any() and ((ratios > 0.8) & (ratios < 1.2)).any()
+    ours_lp, ref_lp = logp.clone().requires_grad_(True), logp.clone().requires_grad_(True)
+    ours, selected = cov_token_loss(ours_lp, old, adv, mask, clip=(0.2, 0.2), kl_cov=(0.05, 3.0))
+    ref = _official_kl_cov(ref_lp, old, adv, mask, 0.05, 3.0)
+    torch.testing.assert_close(ours * mask, ref * mask, rtol=1e-6, atol=1e-6)
+    (ours * mask).sum().backward(); (ref * mask).sum().backward()
+    torch.testing.assert_close(ours_lp.grad, ref_lp.grad, rtol=1e-6, atol=1e-6)
+    assert int(selected.sum()) == max(1, int(0.05 * int(mask.sum())))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("clip", [(0.2, 0.2), (1.0, 1.0)])  # TRL's default, and the official recipes' setting
+def test_clip_cov_equals_the_official_loss_in_value_and_gradient(seed, clip):
+    logp, old, adv, mask = _random_case(seed)
+    lb, ub, ratio = -0.5, 0.5, 0.1
+    generator_seed = 7
+    ours_lp, ref_lp = logp.clone().requires_grad_(True), logp.clone().requires_grad_(True)
+    ours, selected = cov_token_loss(ours_lp, old, adv, mask, clip=clip, clip_cov=(ratio, lb, ub),
+                                    generator=torch.Generator().manual_seed(generator_seed))
+    # the same random draw: a permutation of the eligible tokens from the same generator state
+    cov = _valid_cov(logp, adv, mask)
+    a = adv.unsqueeze(1)
+    r = torch.exp(logp - old)
+    cut = (-a * torch.clamp(r, 1 - clip[0], 1 + clip[1]) > -a * r) & mask.bool()
+    n_eligible = int(((cov.masked_fill(cut, float("-inf")) > lb) & (cov < ub) & mask.bool()).sum())
+    order = torch.randperm(n_eligible, generator=torch.Generator().manual_seed(generator_seed))
+    ref = _official_clip_cov(ref_lp, old, adv, mask, ratio, lb, ub, clip[0], clip[1], order)
+    assert selected.sum() == min(max(1, int(ratio * int(mask.sum()))), n_eligible) > 0
+    torch.testing.assert_close(ours * mask, ref * mask, rtol=1e-6, atol=1e-6)
+    (ours * mask).sum().backward(); (ref * mask).sum().backward()
+    torch.testing.assert_close(ours_lp.grad, ref_lp.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_a_small_batch_still_gets_one_token():
+    cov, mask = _band_case()
+    assert kl_cov_selection(cov, mask, 1e-4).sum() == 1  # int(1e-4 * 40) = 0, the official max(1, .) = 1
+    assert clip_cov_selection(cov, mask, 1e-4, -2.0, 5.0).sum() == 1
+    assert kl_cov_selection(cov, mask, 0.0).sum() == 0
+
+
+def test_clip_cov_and_kl_cov_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        build_trainer(RunConfig(**TINY_RUN, method_options=dict(clip_cov_ratio=0.1, kl_cov_ratio=0.1)), tmp_path)
 
 
 def test_unsupported_loss_type_is_refused(tmp_path):
@@ -143,13 +240,16 @@ def test_unsupported_loss_type_is_refused(tmp_path):
         build_trainer(RunConfig(**{**TINY_RUN, "loss_type": "cispo"}), tmp_path)
 
 
-def test_a_two_step_cov_run_finishes_and_logs_its_selections():
-    cfg = RunConfig(**TINY_RUN, grpo={"steps_per_generation": 2},
-                    method_options=dict(clip_cov_ratio=0.1, clip_cov_lb=-1e9, clip_cov_ub=1e9, kl_cov_ratio=0.1))
-    run = load_or_train(cfg, "test", "cov")
-    assert run.trained and run.info["steps"] == 2 and run.run_dir == run_path(cfg, "test", "cov")
+@pytest.mark.parametrize("options", [dict(clip_cov_ratio=0.1, clip_cov_lb=-1e9, clip_cov_ub=1e9),
+                                     dict(kl_cov_ratio=0.1)])
+def test_a_two_step_cov_run_finishes_and_logs_its_selections(options):
+    cfg = RunConfig(**TINY_RUN, grpo={"steps_per_generation": 2}, method_options=options)
+    name = "clip-cov" if "clip_cov_ratio" in options else "kl-cov"
+    run = load_or_train(cfg, "test", name)
+    assert run.trained and run.info["steps"] == 2 and run.run_dir == run_path(cfg, "test", name)
     m = run.metrics
-    fractions = m[m.metric == "clip_cov/fraction"]["value"]
+    fractions = m[m.metric == name.replace("-", "_") + "/fraction"]["value"]
     assert len(fractions) == 2 and fractions.between(0.05, 0.1 + 1e-6).all()  # int(0.1 * N) of N tokens, as float32
-    assert (m[m.metric == "kl_cov/fraction"]["value"] > 0).all()
-    assert "kl_cov/penalty" in set(m.metric)
+    assert "entropy" in set(m.metric)
+    if name == "kl-cov":
+        assert "kl_cov/penalty" in set(m.metric)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlnb.luffy import LuffyGRPOTrainer, mixed_token_loss, shaping_weight
+from rlnb.luffy import GENERATE_FIELDS, LuffyGRPOTrainer, luffy_loss, mixed_token_loss, shaping_weight
 from rlnb.runs import load_or_train
 from rlnb.train import RunConfig, build_trainer
 from rlnb.trainers import RecordingGRPOTrainer, reduce_like_trl
@@ -108,7 +108,7 @@ def test_groups_keep_the_configured_number_of_expert_traces(tmp_path):
 
 @pytest.mark.parametrize("loss_type", ["dr_grpo", "dapo", "grpo", "bnpo"])
 def test_zero_traces_reduce_exactly_to_trls_grpo_loss(tmp_path, loss_type):
-    options = {"expert_traces": 0, "on_policy_clip": True, "entropy_coef": 0.0}
+    options = {"expert_traces": 0, "on_policy_clip": True, "entropy_coef": 0.0, "loss_normalization": "trl"}
     cfg = RunConfig(**{**TINY, "loss_type": loss_type, "method_options": options})
     luffy = build_trainer(cfg, tmp_path / "luffy")
     grpo = build_trainer(RunConfig(**{**TINY, "loss_type": loss_type, "method": "grpo"}), tmp_path / "grpo")
@@ -152,6 +152,10 @@ def test_a_shaped_trace_row_has_a_non_zero_gradient_and_sft_rows_get_no_advantag
 def test_bad_options_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="expert_traces"):
         build_trainer(RunConfig(**{**TINY, "method_options": {"expert_traces": 4}}), tmp_path)
+    with pytest.raises(ValueError, match=r"no options \['expert_trace'\].*LuffyConfig has .*'expert_traces'"):
+        build_trainer(RunConfig(**{**TINY, "method_options": {"expert_trace": 1}}), tmp_path)
+    with pytest.raises(ValueError, match="loss_normalization"):
+        build_trainer(RunConfig(**{**TINY, "method_options": {"loss_normalization": "verl"}}), tmp_path)
     with pytest.raises(ValueError, match="scale_rewards"):
         build_trainer(RunConfig(**{**TINY, "scale_rewards": "group", "method_options": {"expert_traces": 1}}), tmp_path)
 
@@ -175,7 +179,8 @@ def test_gpu_preset_runs_luffy_and_its_baselines_from_the_math_config(monkeypatc
     for name, switch in LUFFY_METHODS.items():
         cfg = luffy_config("gpu", name)
         assert cfg.task == "math" and cfg.method == "luffy" and cfg.trace_column == "solution"
-        assert cfg.method_options == {"expert_traces": 1, **switch}, name
+        assert cfg.method_options == {"expert_traces": 1, "loss_normalization": "official", **switch}, name
+        assert cfg.grpo["steps_per_generation"] == 2 and cfg.prompts_per_step * cfg.num_generations == 64
 
 
 def test_group_gradient_mass_by_hand():
@@ -204,3 +209,67 @@ def test_measured_gradient_mass_on_the_tiny_base(base):
     assert len(table) == 6 and (table[["own_pushed", "own_pulled", "traces_pulled"]] >= 0).all().all()
     hard = table.iloc[3:]  # level 7 (outside): the base never solves it, so every own rollout is pushed and the trace pulled
     assert (hard["own_solved"] == 0).all() and (hard["own_pushed"] > 0).all() and (hard["traces_pulled"] > 0).all()
+
+
+# ---------------------------------------------------------------- fidelity to the official LUFFY code
+def _official_luffy_transcription(logp, old_logp, adv, mask, prefix, entropy, *, gamma, entropy_coeff, sft=False,
+                                  sft_coef=1.0):
+    """The official loss written out independently from its description: ``loss_remove_token_mean`` (token sum
+    over the micro-batch / padded response length) for the policy term and the entropy term alike,
+    ``p / (p + gamma)`` on prefix (trace) tokens, no clip; RL + SFT adds a token-mean NLL over prefix tokens."""
+    t_max = mask.shape[-1]
+    a = adv.unsqueeze(1).expand_as(logp)
+    ratio = torch.exp(logp - old_logp)
+    p = torch.exp(logp)
+    if sft:
+        pg = -a * ratio * (~prefix).unsqueeze(1)
+        nll = (-logp * mask * prefix.unsqueeze(1)).sum() / (mask * prefix.unsqueeze(1)).sum()
+        return (pg * mask).sum() / t_max + sft_coef * nll - entropy_coeff * (entropy * mask).sum() / t_max
+    off_ratio = p / (p + gamma)
+    pg = torch.where(prefix.unsqueeze(1), -a * off_ratio, -a * ratio)
+    return (pg * mask).sum() / t_max - entropy_coeff * (entropy * mask).sum() / t_max
+
+
+@pytest.mark.parametrize("sft", [False, True])
+def test_official_normalisation_equals_the_official_formula_in_value_and_gradient(sft):
+    g = torch.Generator().manual_seed(3)
+    rows, t_max = 8, 7
+    logp = (torch.rand(rows, t_max, generator=g) * 0.98 + 0.01).log().requires_grad_(True)
+    old = (logp.detach() + 0.3 * torch.randn(rows, t_max, generator=g))  # ratios in and out of any clip
+    adv = torch.randn(rows, generator=g)
+    mask = (torch.arange(t_max) < torch.randint(2, t_max + 1, (rows, 1), generator=g)).float()
+    prefix = torch.tensor([True, False, False, False] * 2)
+    entropy = (torch.rand(rows, t_max, generator=g) * 2).requires_grad_(True)
+    opts = dict(off_policy_loss="sft", off_policy_scale=0.5) if sft else {}
+    ours = luffy_loss(logp, old, adv, prefix, mask, entropy, normalization="official", max_completion_length=t_max,
+                      entropy_coef=0.001, **opts).total
+    ref_logp, ref_ent = logp.detach().clone().requires_grad_(True), entropy.detach().clone().requires_grad_(True)
+    ref = _official_luffy_transcription(ref_logp, old, adv, mask, prefix, ref_ent, gamma=0.1, entropy_coeff=0.001,
+                                        sft=sft, sft_coef=0.5)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+    ours.backward(); ref.backward()
+    torch.testing.assert_close(logp.grad, ref_logp.grad, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(entropy.grad, ref_ent.grad, rtol=1e-6, atol=1e-7)
+    # The audit's finding, kept as a check: TRL's token-mean entropy weighs the bonus B times less
+    # (with full masks) relative to a dr_grpo policy term than the official code does.
+    full = torch.ones(rows, t_max)
+    trl = luffy_loss(logp.detach(), old, adv, prefix, full, entropy.detach(), normalization="trl",
+                     max_completion_length=t_max, entropy_coef=0.001,
+                     trl_reduce=lambda x, m: reduce_like_trl(x, m, "dr_grpo", max_completion_length=t_max), **opts)
+    official = luffy_loss(logp.detach(), old, adv, prefix, full, entropy.detach(), normalization="official",
+                          max_completion_length=t_max, entropy_coef=0.001, **opts)
+    torch.testing.assert_close(official.entropy_bonus, rows * trl.entropy_bonus)
+    if not sft:
+        torch.testing.assert_close(official.on_policy + official.off_policy, rows * (trl.on_policy + trl.off_policy))
+
+
+def test_trl_generate_returns_the_fields_luffy_splices_into():
+    """LUFFY edits the tuple TRL's private ``_generate`` returns: a TRL that changes it must fail here, loudly."""
+    import inspect
+
+    from trl import GRPOTrainer
+
+    source = inspect.getsource(GRPOTrainer._generate)
+    returned = source[source.rindex("return "):].split("\n")[0]
+    names = [name.strip() for name in returned.removeprefix("return ").split(",")]
+    assert tuple(names) == GENERATE_FIELDS, returned
