@@ -405,28 +405,55 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
         old = logps.detach() if old is None else old
         off = inputs.get("off_policy_mask")
         off = torch.zeros(logps.size(0), dtype=torch.bool, device=logps.device) if off is None else off
-        accumulation = self.current_gradient_accumulation_steps if self.model.training else 1.0
-        terms = luffy_loss(
-            logps, old, inputs["advantages"], off, mask, entropies,
-            normalization=self.args.loss_normalization, max_completion_length=self.max_completion_length,
-            entropy_coef=self.args.entropy_coef, accumulation=accumulation,
-            trl_reduce=lambda per_token, m: self.reduce_per_token(per_token, m, inputs),
-            off_policy_loss=self.args.off_policy_loss, policy_shaping=self.args.policy_shaping,
-            shaping_gamma=self.args.shaping_gamma,
-            clip=(self.epsilon_low, self.epsilon_high) if self.args.on_policy_clip else None,
-            on_policy_scale=self.args.on_policy_scale, off_policy_scale=self.args.off_policy_scale,
-        )
-        on_part, off_part, loss = terms.on_policy, terms.off_policy, terms.total
+        terms = self._luffy_terms(logps, old, off, mask, entropies, inputs)
         if self.model.training:
-            self._record_mixed_diagnostics(logps.detach(), entropies.detach(), mask, off, on_part, off_part, inputs)
-        return loss
+            self._record_mixed_diagnostics(logps.detach(), entropies.detach(), mask, off, terms, inputs)
+            self._record_gradient_share(logps.detach(), old, off, mask, entropies.detach(), inputs)
+        return terms.total
+
+    def _luffy_terms(
+        self, logps: torch.Tensor, old: torch.Tensor, off: torch.Tensor, mask: torch.Tensor,
+        entropies: torch.Tensor, inputs: dict[str, Any],
+    ) -> LuffyLoss:
+        """:func:`luffy_loss` with this trainer's options."""
+        a = self.args
+        return luffy_loss(
+            logps, old, inputs["advantages"], off, mask, entropies,
+            normalization=a.loss_normalization, max_completion_length=self.max_completion_length,
+            entropy_coef=a.entropy_coef,
+            accumulation=self.current_gradient_accumulation_steps if self.model.training else 1.0,
+            trl_reduce=lambda per_token, m: self.reduce_per_token(per_token, m, inputs),
+            off_policy_loss=a.off_policy_loss, policy_shaping=a.policy_shaping, shaping_gamma=a.shaping_gamma,
+            clip=(self.epsilon_low, self.epsilon_high) if a.on_policy_clip else None,
+            on_policy_scale=a.on_policy_scale, off_policy_scale=a.off_policy_scale,
+        )
+
+    def _record_gradient_share(
+        self, logps: torch.Tensor, old: torch.Tensor, off: torch.Tensor, mask: torch.Tensor,
+        entropies: torch.Tensor, inputs: dict[str, Any],
+    ) -> None:
+        """``off_policy/grad_share``: the trace tokens' share of the policy terms' summed |dL / d log p|.
+
+        Above 0.5 the update is mostly imitation; below, mostly the policy's own rollouts
+        (pushed down when they fail, pulled up when they succeed). Computed exactly, by autograd
+        through the loss alone (the model's graph is not touched).
+        """
+        leaf = logps.clone().requires_grad_(True)
+        with torch.enable_grad():
+            terms = self._luffy_terms(leaf, old, off, mask, entropies, inputs)
+            (grad,) = torch.autograd.grad(terms.on_policy + terms.off_policy, leaf)
+        mass = grad.abs() * mask
+        total = float(mass.sum())
+        share = float(mass[off].sum()) / total if total > 0 else 0.0
+        self._metrics["train"]["off_policy/grad_share"].append(share)
 
     def _record_mixed_diagnostics(
         self, logps: torch.Tensor, entropies: torch.Tensor, mask: torch.Tensor, off: torch.Tensor,
-        on_part: torch.Tensor, off_part: torch.Tensor, inputs: dict[str, Any],
+        terms: LuffyLoss, inputs: dict[str, Any],
     ) -> None:
         """Log on- and off-policy tokens apart; ``entropy`` and the recording diagnostics use on-policy tokens."""
         metrics = self._metrics["train"]
+        on_part, off_part = terms.on_policy, terms.off_policy
         rows = off.unsqueeze(1).to(mask.dtype)
         on_mask, off_mask = mask * (1 - rows), mask * rows
         probs = torch.exp(logps)
@@ -448,6 +475,8 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
             metrics["off_policy/weight_mean"].append(float(valid.mean()))
             metrics["off_policy/weight_min"].append(float(valid.min()))
             metrics["off_policy/weight_max"].append(float(valid.max()))
+            least_likely = torch.where(off_mask.bool(), probs, torch.ones_like(probs)).amin(dim=1)[off]
+            metrics["off_policy/min_prob"].append(float(least_likely.mean()))  # a trace's least likely token
         if on_mask.sum() > 0:
             self._last_logps_entropies = (logps, entropies)
             self._record_token_diagnostics({**inputs, "completion_mask": on_mask})

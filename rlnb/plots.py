@@ -17,7 +17,7 @@ RUN_COLORS: dict[str, str] = {
     "grpo": "#1f77b4", "on-policy": "#1f77b4", "baseline": "#1f77b4", "full": "#1f77b4",
     "dr_grpo": "#17becf",
     # notebook 02: guidance and imitation
-    "luffy": "#d62728", "luffy-no-shaping": "#ff9896", "sft": "#2ca02c", "sft-grpo": "#98df8a",
+    "on-policy-no-bonus": "#aec7e8", "luffy": "#d62728", "luffy-no-shaping": "#ff9896", "sft": "#2ca02c", "sft-grpo": "#98df8a",
     "rl+sft": "#9467bd", "expert": "#8c564b",
     # notebook 03: entropy interventions
     "clip-higher": "#ff7f0e", "entropy bonus": "#e377c2", "80/20 mask": "#bcbd22",

@@ -166,7 +166,10 @@ def test_a_two_step_lora_run_finishes():
     assert run.trained and run.info["steps"] == 2
     assert (run.run_dir / "adapter").exists() and (run.run_dir / "final" / "config.json").exists()
     names = set(run.metrics["metric"])
-    assert {"on_policy/prob", "off_policy/prob", "off_policy/loss_share", "off_policy/weight_mean", "entropy"} <= names
+    assert {"on_policy/prob", "off_policy/prob", "off_policy/loss_share", "off_policy/weight_mean", "entropy",
+            "off_policy/grad_share", "off_policy/min_prob"} <= names
+    shares = run.metrics[run.metrics.metric == "off_policy/grad_share"]["value"]
+    assert shares.between(0, 1).all() and (shares > 0).all()  # one trace in a group of 4 always has a gradient
 
 
 def test_gpu_preset_runs_luffy_and_its_baselines_from_the_math_config(monkeypatch):
