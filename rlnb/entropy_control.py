@@ -214,3 +214,30 @@ class CovGRPOTrainer(RecordingGRPOTrainer):
     def _loss_mask(inputs: dict[str, Any]) -> torch.Tensor:
         mask = inputs["completion_mask"]
         return mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]
+
+
+def rollout_covariances(rollouts: Any, rewards: Any) -> torch.Tensor:
+    """Every completion token's centred covariance term ``(log pi - mean)(A - mean)`` in a sampled batch.
+
+    ``rollouts`` is a :class:`rlnb.rollout.Rollouts` (its ``logprobs`` are the policy's own at
+    temperature 1) and ``rewards`` one reward per completion; advantages are GRPO's,
+    ``(r - mean) / std`` within each prompt's group (0 where a group has no spread). The terms are
+    what Clip-Cov and KL-Cov rank; their distribution shows how few tokens the methods' bands catch.
+    """
+    import numpy as np
+
+    rewards = np.asarray(rewards, dtype=float)
+    if len(rewards) != len(rollouts):
+        raise ValueError(f"got {len(rewards)} rewards for {len(rollouts)} completions")
+    advantages = np.zeros_like(rewards)
+    for group in np.unique(rollouts.prompt_index):
+        rows = rollouts.prompt_index == group
+        spread = rewards[rows].std(ddof=1) if rows.sum() > 1 else 0.0
+        advantages[rows] = (rewards[rows] - rewards[rows].mean()) / spread if spread > 0 else 0.0
+    width = max(len(lp) for lp in rollouts.logprobs)
+    logps, mask = torch.zeros(len(rollouts), width), torch.zeros(len(rollouts), width)
+    for i, lp in enumerate(rollouts.logprobs):
+        logps[i, :len(lp)] = torch.as_tensor(np.asarray(lp, dtype=np.float32))
+        mask[i, :len(lp)] = 1
+    cov = centered_logp_adv_cov(logps, torch.as_tensor(advantages, dtype=torch.float32), mask)
+    return cov[mask.bool()]

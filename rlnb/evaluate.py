@@ -160,6 +160,22 @@ def summarize(table: pd.DataFrame, ks: Sequence[int] = (1,)) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def per_seed_levels(tables: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Held-out pass@1, steps written and length per ``(run, seed)`` and level, from per-problem tables.
+
+    ``tables`` maps ``(run name, training seed)`` to an :func:`evaluate` table. One row per
+    run, seed and level: ``pass@1`` (correct over samples), ``steps_used``, ``mean_length``;
+    :func:`rlnb.plots.seed_bars` draws it with a range across seeds.
+    """
+    rows = []
+    for (run, seed), table in tables.items():
+        for level, grp in table.groupby("level"):
+            samples = grp["n"].sum()
+            rows.append({"run": run, "seed": seed, "level": level, "pass@1": grp["correct"].sum() / samples,
+                         "steps_used": grp["steps"].sum() / samples, "mean_length": float(grp["mean_length"].mean())})
+    return pd.DataFrame(rows)
+
+
 def render_prompt(prompt: Any, tokenizer: PreTrainedTokenizerBase) -> str:
     """A prompt as text: conversational prompts go through the tokenizer's chat template."""
     if isinstance(prompt, str):

@@ -6,6 +6,7 @@ Figures are drawn at a modest dpi so executed notebooks stay small in git.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -86,6 +87,31 @@ def pass_at_k_curves(
     ax.set(xlabel="k (samples)", ylabel="pass@k", ylim=(-0.02, 1.02), title=title)
     ax.legend(title=hue, fontsize="small")
     return ax
+
+
+def seed_bars(
+    table: pd.DataFrame, y: str, runs: list[str], ax: plt.Axes | None = None, level_labels: dict | None = None,
+    title: str = "",
+) -> pd.DataFrame:
+    """Grouped bars per level: the mean over seeds of ``y`` for each run, a black line from the lowest seed to the highest.
+
+    ``table`` has ``run, seed, level`` and ``y`` columns (:func:`rlnb.evaluate.per_seed_levels`).
+    Returns the ``run x level`` table of means that the bars show, for printing beside the figure.
+    """
+    ax = ax or plt.subplots(figsize=(12, 3.8))[1]
+    stats = table.groupby(["run", "level"], sort=False)[y].agg(["mean", "min", "max"]).reset_index()
+    levels = sorted(stats["level"].unique())
+    width = 0.8 / len(runs)
+    for i, name in enumerate(runs):
+        rows = stats[stats["run"] == name].set_index("level").reindex(levels)
+        xs = np.arange(len(levels)) + (i - (len(runs) - 1) / 2) * width
+        n_seeds = table.loc[table["run"] == name, "seed"].nunique()
+        ax.bar(xs, rows["mean"], width, color=run_color(name), label=f"{name} ({n_seeds} seeds)" if n_seeds > 1 else name)
+        ax.vlines(xs, rows["min"], rows["max"], color="k", lw=1)
+    ax.set_xticks(np.arange(len(levels)), [(level_labels or {}).get(level, str(level)) for level in levels])
+    ax.set(ylabel=y, xlabel="level", title=title)
+    ax.legend(fontsize="x-small", ncol=4)
+    return stats.pivot(index="run", columns="level", values="mean").reindex(runs)
 
 
 def metric_over_steps(

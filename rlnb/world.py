@@ -170,6 +170,21 @@ def uses_steps(completion: str) -> bool:
     return STEPS_RE.match(completion) is not None
 
 
+def token_role(tokens: Sequence[str], i: int, eos: str) -> str:
+    """What token ``i`` of a world completion does: where a forking token sits tells what is being decided.
+
+    The first token decides between writing steps and guessing; later tokens are
+    step tokens, the answer marker, answer digits, or the end of sequence.
+    """
+    if tokens[i] == eos:
+        return "end of sequence"
+    if i == 0:
+        return "first token (steps or guess?)"
+    if tokens[i] == ANSWER_MARK:
+        return "answer marker A"
+    return "answer digit" if ANSWER_MARK in tokens[:i] else "step token"
+
+
 # --------------------------------------------------------------------------- tokenizer
 
 

@@ -253,3 +253,22 @@ def test_a_two_step_cov_run_finishes_and_logs_its_selections(options):
     assert "entropy" in set(m.metric)
     if name == "kl-cov":
         assert "kl_cov/penalty" in set(m.metric)
+
+
+def test_rollout_covariances_by_hand():
+    import numpy as np
+
+    from rlnb.entropy_control import rollout_covariances
+    from rlnb.rollout import Rollouts
+
+    # two prompts, groups of 2; the second group has no reward spread (advantage 0)
+    logprobs = [np.log([0.5, 0.5]), np.log([0.25]), np.log([0.9]), np.log([0.8, 0.2])]
+    roll = Rollouts(prompts=["p", "q"], prompt_index=np.array([0, 0, 1, 1]), texts=["a"] * 4,
+                    completion_ids=[[1, 2], [1], [1], [1, 2]], logprobs=logprobs)
+    cov = rollout_covariances(roll, [1.0, 0.0, 1.0, 1.0])
+    adv = np.array([0.5, 0.5, -0.5, 0, 0, 0]) / np.std([1.0, 0.0], ddof=1)  # (r - mean) / std, per token
+    lp = np.log([0.5, 0.5, 0.25, 0.9, 0.8, 0.2])
+    expected = (lp - lp.mean()) * (adv - adv.mean())
+    np.testing.assert_allclose(cov.numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="3 rewards for 4 completions"):
+        rollout_covariances(roll, [1.0, 0.0, 1.0])

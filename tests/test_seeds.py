@@ -53,3 +53,27 @@ def test_every_run_gets_one_stable_colour():
     assert plots.run_palette(["sft", "grpo"]) == {"sft": plots.RUN_COLORS["sft"], "grpo": plots.RUN_COLORS["grpo"]}
     levels = plots.level_palette(LEVELS)
     assert set(levels) == set(LEVELS) and len(set(levels.values())) == len(LEVELS)
+
+
+def test_per_seed_levels_and_seed_bars_show_the_mean_and_the_range_across_seeds():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlnb.evaluate import per_seed_levels
+    from rlnb.plots import seed_bars
+
+    def table(correct_l3, correct_l4):
+        return pd.DataFrame({"level": [3, 3, 4], "n": [4, 4, 4], "correct": [correct_l3, 0, correct_l4],
+                             "steps": [4, 0, 2], "mean_length": [10.0, 2.0, 6.0]})
+
+    rows = per_seed_levels({("grpo", 0): table(4, 1), ("grpo", 1): table(2, 3), ("base", 0): table(0, 0)})
+    first = rows[(rows.run == "grpo") & (rows.seed == 0) & (rows.level == 3)].iloc[0]
+    assert first["pass@1"] == 0.5 and first["steps_used"] == 0.5 and first["mean_length"] == 6.0
+    fig, ax = plt.subplots()
+    means = seed_bars(rows, "pass@1", ["base", "grpo"], ax=ax)
+    assert means.loc["grpo", 3] == pytest.approx((0.5 + 0.25) / 2) and means.loc["base", 4] == 0
+    lines = ax.collections[1].get_segments()  # grpo's range lines, one per level: lowest to highest seed
+    assert [tuple(seg[:, 1]) for seg in lines] == [(0.25, 0.5), (0.25, 0.75)]
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""rlnb.logs: series, windows and before/after pairs cut out of stacked training logs, and the slope test."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlnb.logs import head_tail, series, slope_against_null, tail_means, update_pairs
+from rlnb.world import token_role
+
+
+def _log(run, seed, steps, **metrics):
+    return pd.DataFrame([{"run": run, "seed": seed, "step": s, "metric": m, "level": "", "value": f(s)}
+                         for s in steps for m, f in metrics.items()])
+
+
+def test_series_tail_means_and_head_tail():
+    log = pd.concat([_log("a", 0, range(1, 11), entropy=lambda s: 1.0 / s),
+                     _log("a", 1, range(1, 11), entropy=lambda s: 2.0 / s)])
+    both = series(log, "a", "entropy")
+    assert both[2] == pytest.approx((0.5 + 1.0) / 2)
+    assert series(log, "a", "entropy", seed=1)[4] == 0.5
+    with pytest.raises(KeyError, match="no 'loss' logged for run 'a'"):
+        series(log, "a", "loss")
+    table = tail_means(log, "entropy", 0.2)  # steps 9 and 10
+    assert table.loc["a", 0] == pytest.approx((1 / 9 + 1 / 10) / 2) and table.loc["a", 1] == pytest.approx(2 * table.loc["a", 0])
+    head, tail = head_tail(pd.Series(np.arange(10.0)), 0.2)
+    assert (head, tail) == (0.5, 8.5)
+    with pytest.raises(ValueError, match="fraction"):
+        head_tail(pd.Series([1.0]), 0.9)
+
+
+def test_update_pairs_take_each_generation_batch_before_and_after_its_first_step():
+    # entropy H[t] = t^2 and cov C[t] = 10 t: pairs (1, 2), (3, 4), (5, 6)
+    log = _log("r", 0, range(1, 7), entropy=lambda s: float(s * s), cov_logp_adv=lambda s: 10.0 * s)
+    pairs = update_pairs(log)
+    assert pairs["step"].tolist() == [1, 3, 5]
+    assert pairs["dH"].tolist() == [4 - 1, 16 - 9, 36 - 25]
+    assert pairs["cov"].tolist() == [10.0, 30.0, 50.0]
+    with pytest.raises(ValueError, match="steps_per_generation must be 2"):
+        update_pairs(log, 1)
+
+
+def test_slope_against_null_finds_a_planted_slope_and_not_a_missing_one():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    groups = np.repeat([0, 1, 2], 100)
+    planted = slope_against_null(x, -2.0 * x + rng.normal(size=300), groups, n_perm=500)
+    assert planted["lo"] < -2.0 < planted["hi"] and planted["hi"] < planted["null_lo"] and planted["p"] < 0.01
+    none = slope_against_null(x, rng.normal(size=300), groups, n_perm=500)
+    assert none["null_lo"] < none["slope"] < none["null_hi"] and none["p"] > 0.01
+    with pytest.raises(ValueError, match="at least 3"):
+        slope_against_null(np.ones(2), np.ones(2))
+
+
+def test_token_roles_of_a_world_completion():
+    tokens = ["3", "+", "4", "+", "0", "=", "7", ";", "A", "7", "</s>"]
+    roles = [token_role(tokens, i, "</s>") for i in range(len(tokens))]
+    assert roles[0] == "first token (steps or guess?)" and roles[1] == "step token"
+    assert roles[8] == "answer marker A" and roles[9] == "answer digit" and roles[10] == "end of sequence"
