@@ -36,28 +36,23 @@ def tail_means(metrics: pd.DataFrame, metric: str, fraction: float = 0.2) -> pd.
     return rows[last].groupby(["run", "seed"], sort=False)["value"].mean().unstack("seed")
 
 
-def update_pairs(metrics: pd.DataFrame, steps_per_generation: int = 2) -> pd.DataFrame:
-    """Entropy before and after one optimiser step, measured on the same generation batch.
+def entropy_changes(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each update's entropy change on its own batch, beside the covariance Cui et al. predict it from.
 
-    With ``steps_per_generation = 2`` each generation batch is split into two halves,
-    consumed by two consecutive optimiser steps ``t`` and ``t + 1``; both halves hold
-    completions of the same prompts. The entropy logged at ``t + 1`` is the policy's
-    after update ``t``, at ``t`` before it, so ``dH = H[t+1] - H[t]`` is update ``t``'s
-    entropy change free of the prompt-to-prompt noise that separates two generation
-    batches, and ``cov`` (the centred Cov(log pi, A) of step ``t``'s tokens) is
-    Cui et al.'s predictor of it. One row per pair: ``run, seed, step, dH, cov``.
+    A run trained with ``measure_entropy_change`` logs, at step ``t + 1``, the mean token
+    entropy of step ``t``'s batch after update ``t`` minus before it (``entropy_change``):
+    the left side of H(pi_k+1) - H(pi_k) ~ -eta Cov(log pi_k, A), measured on the same tokens,
+    so free of the prompt-to-prompt noise between batches. ``cov`` is step ``t``'s centred
+    Cov(log pi, A) (``cov_logp_adv``). One row per update: ``run, seed, step, dH, cov``.
     """
-    if steps_per_generation != 2:
-        raise ValueError("update_pairs reads pairs of optimiser steps on one generation batch: "
-                         f"steps_per_generation must be 2, got {steps_per_generation}")
-    out = []
     keys = ["run", "seed"] if "seed" in metrics else ["run"]
-    for key, grp in metrics[metrics["metric"].isin(["entropy", "cov_logp_adv"])].groupby(keys, sort=False):
+    out = []
+    for key, grp in metrics[metrics["metric"].isin(["entropy_change", "cov_logp_adv"])].groupby(keys, sort=False):
         wide = grp.groupby(["step", "metric"])["value"].mean().unstack("metric")
-        first = wide[(wide.index - 1) % 2 == 0]  # steps 1, 3, 5, ...: the first step on a new generation batch
-        after = wide["entropy"].reindex(first.index + 1)
-        frame = pd.DataFrame({"step": first.index, "dH": after.to_numpy() - first["entropy"].to_numpy(),
-                              "cov": first["cov_logp_adv"].to_numpy()}).dropna()
+        if "entropy_change" not in wide:
+            raise KeyError(f"no entropy_change logged for {key}: train with measure_entropy_change=True")
+        frame = pd.DataFrame({"step": wide.index, "cov": wide["cov_logp_adv"].to_numpy(),
+                              "dH": wide["entropy_change"].shift(-1).to_numpy()}).dropna()
         ids = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         out.append(frame.assign(**ids))
     return pd.concat(out, ignore_index=True)[keys + ["step", "dH", "cov"]]
@@ -81,7 +76,8 @@ def slope_against_null(
 
     def slope(a: np.ndarray, b: np.ndarray) -> float:
         a = a - a.mean()
-        return float((a * (b - b.mean())).sum() / (a * a).sum())
+        spread = (a * a).sum()
+        return float((a * (b - b.mean())).sum() / spread) if spread > 0 else float("nan")  # a resample of one x
 
     est = slope(x, y)
     boot = [slope(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_perm))]
@@ -93,6 +89,6 @@ def slope_against_null(
             shuffled[idx] = rng.permutation(x[idx])
         null.append(slope(shuffled, y))
     null = np.asarray(null)
-    return {"slope": est, "lo": float(np.quantile(boot, 0.025)), "hi": float(np.quantile(boot, 0.975)),
+    return {"slope": est, "lo": float(np.nanquantile(boot, 0.025)), "hi": float(np.nanquantile(boot, 0.975)),
             "null_lo": float(np.quantile(null, 0.025)), "null_hi": float(np.quantile(null, 0.975)),
             "p": float((np.abs(null) >= abs(est)).mean())}

@@ -77,6 +77,9 @@ class RecordingGRPOConfig(GRPOConfig):
 
     sample_every: int = field(default=10, metadata={
         "help": "write one prompt's whole group to completions.jsonl every this many optimizer steps"})
+    measure_entropy_change: bool = field(default=False, metadata={
+        "help": "log entropy_change: the mean token entropy on each step's own batch after its update minus "
+                "before it (one extra forward pass per step; the quantity of Cui et al.'s first-order law)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +106,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
                             f"got {type(self.args).__name__}")
         self.task = task
         self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._entropy_probe: _EntropyProbe | None = None
 
     # ------------------------------------------------------------------ loss reduction
     def reduce_per_token(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
@@ -116,6 +120,21 @@ class RecordingGRPOTrainer(GRPOTrainer):
                 items = items * self.current_gradient_accumulation_steps / self.args.steps_per_generation
         return reduce_like_trl(per_token, mask, self.loss_type, max_completion_length=self.max_completion_length,
                                accumulation=accumulation, items_normalizer=items)
+
+    # ------------------------------------------------------------------ entropy change of one update
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        if self._entropy_probe is not None:  # the previous step's optimizer update has been applied by now
+            self._record_entropy_change(model, self._entropy_probe)
+            self._entropy_probe = None
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _record_entropy_change(self, model: Any, probe: "_EntropyProbe") -> None:
+        """``entropy_change`` (logged with the next step): the last update's effect on its own batch's entropy."""
+        with torch.no_grad():
+            _, entropies = GRPOTrainer._get_per_token_logps_and_entropies(
+                self, model, probe.input_ids, probe.attention_mask, probe.logits_to_keep, compute_entropy=True)[:2]
+        after = float(masked_mean(entropies, probe.completion_mask))
+        self._metrics["train"]["entropy_change"].append(after - probe.entropy_before)
 
     # ------------------------------------------------------------------ rollouts
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,7 +202,24 @@ class RecordingGRPOTrainer(GRPOTrainer):
             for q in (0.1, 0.5, 0.9):
                 metrics[f"entropy_q{int(q * 100)}"].append(float(torch.quantile(valid.float(), q)))
         metrics["logp_mean"].append(float(masked_mean(logps, mask)))
+        if self.args.measure_entropy_change and self.model.training:
+            self._entropy_probe = _EntropyProbe(
+                input_ids=torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1),
+                attention_mask=torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1),
+                logits_to_keep=inputs["completion_ids"].size(1), completion_mask=mask,
+                entropy_before=float(masked_mean(entropies, mask)))
         self._last_logps_entropies = None
+
+
+@dataclass
+class _EntropyProbe:
+    """One step's batch and its entropy before the step's update, kept until the update is applied."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    logits_to_keep: int
+    completion_mask: torch.Tensor
+    entropy_before: float
 
 
 def _level_of(row: dict[str, Any]) -> int | None:

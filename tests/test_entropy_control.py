@@ -272,3 +272,18 @@ def test_rollout_covariances_by_hand():
     np.testing.assert_allclose(cov.numpy(), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="3 rewards for 4 completions"):
         rollout_covariances(roll, [1.0, 0.0, 1.0])
+
+
+def test_entropy_change_is_the_update_on_its_own_batch(tmp_path):
+    """With a vanishing learning rate an update changes nothing; with a large one it does."""
+    changes = {}
+    for lr in (1e-12, 3e-2):
+        cfg = RunConfig(**{**TINY_RUN, "method": "grpo", "max_steps": 3, "learning_rate": lr,
+                           "method_options": {"measure_entropy_change": True}})
+        trainer = build_trainer(cfg, tmp_path / str(lr))
+        trainer.train()
+        logged = [row for row in trainer.state.log_history if "entropy_change" in row]
+        assert [row["step"] for row in logged] == [2, 3]  # update t is measured at the start of step t + 1
+        changes[lr] = [row["entropy_change"] for row in logged]
+    assert max(abs(c) for c in changes[1e-12]) < 1e-6
+    assert max(abs(c) for c in changes[3e-2]) > 1e-3

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rlnb.logs import head_tail, series, slope_against_null, tail_means, update_pairs
+from rlnb.logs import entropy_changes, head_tail, series, slope_against_null, tail_means
 from rlnb.world import token_role
 
 
@@ -29,15 +29,15 @@ def test_series_tail_means_and_head_tail():
         head_tail(pd.Series([1.0]), 0.9)
 
 
-def test_update_pairs_take_each_generation_batch_before_and_after_its_first_step():
-    # entropy H[t] = t^2 and cov C[t] = 10 t: pairs (1, 2), (3, 4), (5, 6)
-    log = _log("r", 0, range(1, 7), entropy=lambda s: float(s * s), cov_logp_adv=lambda s: 10.0 * s)
-    pairs = update_pairs(log)
-    assert pairs["step"].tolist() == [1, 3, 5]
-    assert pairs["dH"].tolist() == [4 - 1, 16 - 9, 36 - 25]
-    assert pairs["cov"].tolist() == [10.0, 30.0, 50.0]
-    with pytest.raises(ValueError, match="steps_per_generation must be 2"):
-        update_pairs(log, 1)
+def test_entropy_changes_pair_each_update_with_the_covariance_of_its_own_batch():
+    # update t's change is logged at step t + 1: change[t + 1] = -t, cov[t] = 10 t
+    log = _log("r", 0, range(1, 5), cov_logp_adv=lambda s: 10.0 * s)
+    log = pd.concat([log, _log("r", 0, range(2, 5), entropy_change=lambda s: -(s - 1.0))])
+    pairs = entropy_changes(log)
+    assert pairs["step"].tolist() == [1, 2, 3]
+    assert pairs["cov"].tolist() == [10.0, 20.0, 30.0] and pairs["dH"].tolist() == [-1.0, -2.0, -3.0]
+    with pytest.raises(KeyError, match="measure_entropy_change"):
+        entropy_changes(_log("r", 0, range(1, 3), cov_logp_adv=lambda s: 1.0))
 
 
 def test_slope_against_null_finds_a_planted_slope_and_not_a_missing_one():
