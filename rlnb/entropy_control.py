@@ -184,13 +184,7 @@ class CovGRPOTrainer(RecordingGRPOTrainer):
         a = self.args
         if a.clip_cov_ratio == 0 and a.kl_cov_ratio == 0:
             return super()._compute_loss(model, inputs)
-        completion_ids, mask = inputs["completion_ids"], self._loss_mask(inputs)
-        logps, entropies = self._get_per_token_logps_and_entropies(
-            model, torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
-            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1), completion_ids.size(1),
-            compute_entropy=True)[:2]
-        old = inputs.get("old_per_token_logps")
-        old = logps.detach() if old is None else old
+        logps, entropies, old, mask = self.policy_forward(model, inputs)
         generator = torch.Generator().manual_seed(a.seed * 1_000_003 + self.state.global_step)
         per_token, selected = cov_token_loss(
             logps, old, inputs["advantages"], mask, clip=(self.epsilon_low, self.epsilon_high),
@@ -209,11 +203,6 @@ class CovGRPOTrainer(RecordingGRPOTrainer):
                 metrics["kl_cov/penalty"].append(float(a.kl_coef * gap[selected].mean()) if selected.any() else 0.0)
             self._record_token_diagnostics(inputs)
         return loss
-
-    @staticmethod
-    def _loss_mask(inputs: dict[str, Any]) -> torch.Tensor:
-        mask = inputs["completion_mask"]
-        return mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]
 
 
 def rollout_covariances(rollouts: Any, rewards: Any) -> torch.Tensor:

@@ -391,18 +391,7 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
 
     # ------------------------------------------------------------------ the mixed loss
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        mask = (completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]).float()
-        logps, entropies, _ = self._get_per_token_logps_and_entropies(
-            model,
-            torch.cat([prompt_ids, completion_ids], dim=1),
-            torch.cat([prompt_mask, completion_mask], dim=1),
-            completion_ids.size(1),
-            compute_entropy=True,
-        )
-        old = inputs.get("old_per_token_logps")
-        old = logps.detach() if old is None else old
+        logps, entropies, old, mask = self.policy_forward(model, inputs)
         off = inputs.get("off_policy_mask")
         off = torch.zeros(logps.size(0), dtype=torch.bool, device=logps.device) if off is None else off
         terms = self._luffy_terms(logps, old, off, mask, entropies, inputs)

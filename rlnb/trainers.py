@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -121,6 +121,30 @@ class RecordingGRPOTrainer(GRPOTrainer):
         return reduce_like_trl(per_token, mask, self.loss_type, max_completion_length=self.max_completion_length,
                                accumulation=accumulation, items_normalizer=items)
 
+    # ------------------------------------------------------------------ the policy on a training batch
+    @staticmethod
+    def loss_mask(inputs: dict[str, Any]) -> torch.Tensor:
+        """The completion tokens a loss counts (float): the completion mask, times TRL's tool mask when present."""
+        mask = inputs["completion_mask"]
+        return (mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]).float()
+
+    @staticmethod
+    def _model_inputs(inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Prompt and completion joined, as TRL's ``_get_per_token_logps_and_entropies`` takes them."""
+        return (torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1),
+                torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1), inputs["completion_ids"].size(1))
+
+    def policy_forward(self, model: Any, inputs: dict[str, Any]) -> "PolicyForward":
+        """The current policy's per-token log-probs and entropies on a batch, with the sampling policy's log-probs.
+
+        For the subclasses that compute their own loss (LUFFY, Clip-Cov/KL-Cov): fully on-policy
+        TRL keeps no ``old_per_token_logps``, and the old policy is the current one, detached.
+        """
+        logps, entropies = self._get_per_token_logps_and_entropies(model, *self._model_inputs(inputs),
+                                                                   compute_entropy=True)[:2]
+        old = inputs.get("old_per_token_logps")
+        return PolicyForward(logps, entropies, logps.detach() if old is None else old, self.loss_mask(inputs))
+
     # ------------------------------------------------------------------ entropy change of one update
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         if self._entropy_probe is not None:  # the previous step's optimizer update has been applied by now
@@ -203,12 +227,20 @@ class RecordingGRPOTrainer(GRPOTrainer):
                 metrics[f"entropy_q{int(q * 100)}"].append(float(torch.quantile(valid.float(), q)))
         metrics["logp_mean"].append(float(masked_mean(logps, mask)))
         if self.args.measure_entropy_change and self.model.training:
+            input_ids, attention_mask, logits_to_keep = self._model_inputs(inputs)
             self._entropy_probe = _EntropyProbe(
-                input_ids=torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1),
-                attention_mask=torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1),
-                logits_to_keep=inputs["completion_ids"].size(1), completion_mask=mask,
-                entropy_before=float(masked_mean(entropies, mask)))
+                input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep,
+                completion_mask=mask, entropy_before=float(masked_mean(entropies, mask)))
         self._last_logps_entropies = None
+
+
+class PolicyForward(NamedTuple):
+    """:meth:`RecordingGRPOTrainer.policy_forward`'s result: (B, T) tensors of one training batch."""
+
+    logps: torch.Tensor
+    entropies: torch.Tensor
+    old_logps: torch.Tensor
+    mask: torch.Tensor
 
 
 @dataclass
