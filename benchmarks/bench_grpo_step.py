@@ -77,11 +77,30 @@ def _random_r1_shaped_model(folder: Path, spec: dict) -> None:
     tok.save_pretrained(str(folder))
 
 
+def width_shape(width: int, layers: int | None = None) -> dict:
+    """Tina's base shape scaled to hidden size ``width``: its MLP ratio (8960 / 1536), head size 128 and
+    6 query heads per key-value head where there are that many; the world's tiny vocabulary, so that the
+    sweep scales the transformer and not a 152k-row embedding LoRA never adapts."""
+    from rlnb.world import build_tokenizer
+
+    if width < 128 or width % 128:
+        raise SystemExit(f"--widths must be multiples of 128 (head size 128), got {width}")
+    heads = width // 128
+    shape = {"hidden_size": width, "intermediate_size": round(width * 8960 / 1536 / 64) * 64,
+             "num_attention_heads": heads, "num_key_value_heads": heads // 6 if heads % 6 == 0 else 1,
+             "vocab_size": len(build_tokenizer())}
+    if layers is not None:
+        shape["num_hidden_layers"] = layers
+    return shape
+
+
 def run_one(spec: dict) -> dict:
     """Measure one configuration in this process and return a table row."""
     import torch
+    from transformers import AutoConfig
 
     from rlnb.lora import grpo_step_cost
+    from rlnb.models import resolve_model_path
 
     with tempfile.TemporaryDirectory(prefix="rlnb-bench-") as scratch:
         model_dir = None
@@ -89,12 +108,14 @@ def run_one(spec: dict) -> dict:
             model_dir = str(Path(scratch) / "model")
             _random_r1_shaped_model(Path(model_dir), spec)
         cfg = _config(spec, model_dir)
+        width = AutoConfig.from_pretrained(resolve_model_path(cfg.model)).hidden_size
         cost = grpo_step_cost(cfg, steps=spec["steps"], warmup=spec["warmup"])
     # PEFT's total includes the adapter; the base model is what remains
     base = cost.params.total - (cost.params.trainable if spec["rank"] is not None else 0)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and spec["preset"] == "gpu" else "cpu"
     return {
-        "world": spec["world"], "method": "full" if spec["rank"] is None else f"lora r{spec['rank']}",
+        "world": spec["world"], "width": width, "base_params": base,
+        "method": "full" if spec["rank"] is None else f"lora r{spec['rank']}",
         "trainable_params": cost.params.trainable, "trainable_%_of_base": round(100 * cost.params.trainable / base, 2),
         "completions_per_step": cfg.prompts_per_step * cfg.num_generations,
         "s_per_step": round(cost.seconds_per_step, 3),
@@ -127,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=2, help="r1-shape: prompts per step (x 6 completions)")
     parser.add_argument("--shape", type=json.loads, default=None,
                         help='r1-shape: config overrides for a smoke test, e.g. \'{"num_hidden_layers": 1}\'')
+    parser.add_argument("--widths", type=int, nargs="+", default=None,
+                        help="r1-shape: sweep the hidden size (one row per width and method) to find where LoRA "
+                             "becomes cheaper; see width_shape")
+    parser.add_argument("--layers", type=int, default=None, help="r1-shape with --widths: layers of every width")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the CSV and markdown table")
     parser.add_argument("--one", type=json.loads, default=None, help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
@@ -136,11 +161,14 @@ def main(argv: list[str] | None = None) -> None:
 
     ranks = ns.ranks or ([2, 8, 32] if ns.world == "tiny" else [32])
     preset = "gpu" if (ns.world == "r1-shape" and on_gpu) else "ci"
-    specs = ([] if ns.no_full else [None]) + ranks
+    if ns.widths and ns.world != "r1-shape":
+        raise SystemExit("--widths sweeps the r1-shape world: add --world r1-shape")
+    shapes = [width_shape(w, ns.layers) for w in ns.widths] if ns.widths else [ns.shape]
+    specs = [(shape, rank) for shape in shapes for rank in ([] if ns.no_full else [None]) + ranks]
     rows = []
-    for rank in specs:
+    for shape, rank in specs:
         spec = {"world": ns.world, "rank": rank, "steps": ns.steps, "warmup": ns.warmup, "preset": preset,
-                "completion_length": ns.completion_length, "prompts": ns.prompts, "shape": ns.shape}
+                "completion_length": ns.completion_length, "prompts": ns.prompts, "shape": shape}
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-4000:])

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -176,6 +176,20 @@ def per_seed_levels(tables: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def seed_values(table: pd.DataFrame, run: str, levels: int | Sequence[int], column: str = "pass@1") -> pd.Series:
+    """One value per training seed of ``run`` from a :func:`per_seed_levels` table, averaged over ``levels``.
+
+    The unit a notebook compares across seeds: a claim holds "beyond the seed
+    band" when every seed of one run is above every seed of the other.
+    Raises KeyError naming the run and levels when the table has no such rows.
+    """
+    wanted = [levels] if isinstance(levels, (int, np.integer)) else list(levels)
+    rows = table[(table["run"] == run) & table["level"].isin(wanted)]
+    if rows.empty:
+        raise KeyError(f"no rows for run {run!r} at levels {wanted}; runs present: {sorted(table['run'].unique())}")
+    return rows.groupby("seed")[column].mean()
+
+
 def render_prompt(prompt: Any, tokenizer: PreTrainedTokenizerBase) -> str:
     """A prompt as text: conversational prompts go through the tokenizer's chat template."""
     if isinstance(prompt, str):
@@ -258,17 +272,18 @@ def pass_at_k_bands(
 ) -> pd.DataFrame:
     """Bootstrap pass@k curves for several models' per-problem tables, per level.
 
-    Returns one row per (model, level, k) with ``pass_at_k, lo, hi``; every
-    table must have been sampled with the same ``n``.
+    Returns one row per (model, level, k) with ``pass_at_k, lo, hi``. Each level
+    of a table must have been sampled with one ``n`` (levels may differ, see
+    :meth:`HeldOut.evaluate`); with ``ks=None`` a level's curve runs up to its own ``n``.
     """
     from rlnb.metrics import bootstrap_pass_at_k
 
     frames = []
     for name, table in tables.items():
-        n = int(table["n"].iloc[0])
-        if (table["n"] != n).any():
-            raise ValueError(f"table {name!r} mixes sample counts {sorted(table['n'].unique())}")
         for level, grp in table.groupby("level"):
+            n = int(grp["n"].iloc[0])
+            if (grp["n"] != n).any():
+                raise ValueError(f"table {name!r} mixes sample counts {sorted(grp['n'].unique())} at level {level}")
             band = bootstrap_pass_at_k(n, grp["correct"].to_numpy(), ks=ks, n_boot=n_boot, seed=seed)
             frames.append(band.assign(model=name, level=level))
     return pd.concat(frames, ignore_index=True)
@@ -306,6 +321,13 @@ class HeldOut:
         return cls(dataset=load_math_dataset(eval_dataset, split="test", limit=size),
                    max_new_tokens=max_new_tokens, backend=backend)
 
+    def only_level(self, level: int) -> "HeldOut":
+        """The same held-out set cut to one level."""
+        if self.problems is not None:
+            return replace(self, problems=[p for p in self.problems if p.level == level])
+        keep = [i for i, lvl in enumerate(dataset_levels(self.dataset)) if lvl == level]
+        return replace(self, dataset=self.dataset.select(keep))
+
     @property
     def levels(self) -> list[int]:
         """The levels present, in order (MATH problems without a level count as level 0)."""
@@ -314,10 +336,26 @@ class HeldOut:
         return sorted(set(dataset_levels(self.dataset)))
 
     def evaluate(
-        self, model: PreTrainedModel | str, tokenizer: PreTrainedTokenizerBase, n: int, *, seed: int = 0,
-        cache: str | Path | None = None, progress: bool = False,
+        self, model: PreTrainedModel | str, tokenizer: PreTrainedTokenizerBase, n: int | Mapping[int, int], *,
+        seed: int = 0, cache: str | Path | None = None, progress: bool = False,
     ) -> pd.DataFrame:
-        """Per-problem table ``level, n, correct, steps, mean_length`` (cached at ``cache`` when given)."""
+        """Per-problem table ``level, n, correct, steps, mean_length`` (cached at ``cache`` when given).
+
+        ``n`` may be a mapping ``{level: samples}``: pass@k is only informative up to the k where a
+        curve saturates, so an easy level needs few samples and a level the base rarely solves many.
+        Each level is then sampled (and cached, as ``<cache stem>-L<level>.csv``) on its own.
+        """
+        if isinstance(n, Mapping):
+            missing = sorted(set(self.levels) - set(n))
+            if missing:
+                raise ValueError(f"no sample count for levels {missing}: n gives {dict(n)}")
+            tables = []
+            for level in self.levels:
+                part = self.only_level(level)
+                part_cache = None if cache is None else Path(cache).with_name(f"{Path(cache).stem}-L{level}.csv")
+                tables.append(part.evaluate(model, tokenizer, int(n[level]), seed=seed, cache=part_cache,
+                                            progress=progress))
+            return pd.concat(tables, ignore_index=True)
         if self.problems is not None:
             if isinstance(model, str):
                 raise ValueError("world problems are sampled with the transformers backend: pass a loaded model")

@@ -24,6 +24,11 @@ LOSS_TYPES = {
 }
 
 
+CHECKPOINTS_KEPT = {"save_total_limit": None}
+"""GRPOConfig options that keep every checkpoint (TRL keeps only the newest by default here), for the runs
+whose pass@k notebook 04 follows along training: zero-RL and LUFFY, four or five checkpoints each."""
+
+
 def zero_rl_config(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, **overrides) -> RunConfig:
     """Zero-RL on the shipped base: the inside level and the easiest latent level mixed, accuracy reward only, no SFT."""
     check_preset(preset)
@@ -35,10 +40,11 @@ def zero_rl_config(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, *
         return RunConfig(**params)
     # ci: 60 steps at 1e-4 (probe, one seed: 80 steps gave held-out pass@1 0.98 / 0.92 / 0.59 / 0.21 on
     # 3-6 digits, like 300 steps at 5e-5), so three seeds of both losses fit notebook 01's six minutes.
+    # Every checkpoint is kept (CHECKPOINTS_KEPT): notebook 04 follows pass@k along training.
     steps, lr = {"ci": (60, 1e-4), "full": (1000, 5e-5)}[preset]
     params = dict(preset=preset, seed=seed, loss_type=loss_type, scale_rewards=LOSS_TYPES[loss_type],
                   levels=(3, 4), max_steps=steps, learning_rate=lr, prompts_per_step=4,
-                  num_generations=16, max_completion_length=48)
+                  num_generations=16, max_completion_length=48, save_steps=steps // 4, grpo=dict(CHECKPOINTS_KEPT))
     params.update(overrides)
     return RunConfig(**params)
 
@@ -179,11 +185,12 @@ def entropy_baseline_config(preset: str = "ci", seed: int = 0, **overrides) -> R
     check_preset(preset)
     params: dict = {"grpo": {"steps_per_generation": 2}}
     if preset != "gpu":  # the gpu preset keeps zero-RL's real-model settings (configs/zero_rl_math_1.5b.yaml)
-        params.update(levels=levels_in("inside"), max_steps={"ci": 100, "full": 600}[preset], learning_rate=1e-4,
+        params.update(levels=levels_in("inside"), max_steps={"ci": 100, "full": 600}[preset], learning_rate=1e-4, save_steps=50,
                       format_reward_weight=0.1)
     grpo = {**params.pop("grpo"), **overrides.pop("grpo", {})}
     options = {"measure_entropy_change": True, **overrides.pop("method_options", {})}
-    return zero_rl_config(preset, "grpo", seed, **params, grpo=grpo, method_options=options, **overrides)
+    params.update(overrides)
+    return zero_rl_config(preset, "grpo", seed, **params, grpo=grpo, method_options=options)
 
 
 def entropy_intervention_config(preset: str = "ci", name: str = "baseline", seed: int = 0) -> RunConfig:
@@ -193,10 +200,16 @@ def entropy_intervention_config(preset: str = "ci", name: str = "baseline", seed
     return entropy_baseline_config(preset, seed, **ENTROPY_INTERVENTIONS[name])
 
 
+def entropy_job(preset: str = "ci", name: str = "baseline", seed: int = 0) -> RunJob:
+    """The :class:`rlnb.seeds.RunJob` of a notebook-03 run, for :func:`rlnb.seeds.train_runs`."""
+    folder = name.lower().replace(" ", "-").replace("/", "")
+    return RunJob(entropy_intervention_config(preset, name, seed), ENTROPY_NOTEBOOK, folder)
+
+
 def entropy_run(preset: str = "ci", name: str = "baseline", seed: int = 0) -> TrainedRun:
     """One of notebook 03's runs, trained on first use and cached in ``runs/03_entropy_collapse/``."""
-    cfg = entropy_intervention_config(preset, name, seed)
-    return load_or_train(cfg, ENTROPY_NOTEBOOK, name.lower().replace(" ", "-").replace("/", ""))
+    job = entropy_job(preset, name, seed)
+    return load_or_train(job.config, job.notebook, job.name)
 
 
 LUFFY_NOTEBOOK = "02_luffy_off_policy"
@@ -238,7 +251,7 @@ def luffy_config(preset: str = "ci", name: str = "luffy", seed: int = 0, **overr
         params = dict(method="luffy", preset=preset, levels=levels_in("latent"),
                       max_steps={"ci": 50, "full": 300}[preset], learning_rate=3e-4, prompts_per_step=4,
                       num_generations=8, max_completion_length=64, loss_type="dr_grpo", scale_rewards="none",
-                      format_reward_weight=0.0)
+                      format_reward_weight=0.0, save_steps=10, grpo=dict(CHECKPOINTS_KEPT))
         shared = LUFFY_BASE_OPTIONS
     options = {**shared, **LUFFY_METHODS[name], **overrides.pop("method_options", {})}
     params.update(seed=seed, method_options=options, **overrides)

@@ -21,6 +21,16 @@ def series(metrics: pd.DataFrame, run: str, metric: str, seed: int | None = None
     return rows.groupby("step")["value"].mean()
 
 
+def first_at_least(values: pd.Series, threshold: float) -> int | None:
+    """The first step (index) where a per-step series reaches ``threshold``; None if it never does.
+
+    "When did the run start solving?" read off a log: used with a rolling mean
+    so that one lucky batch does not count as the start.
+    """
+    hit = values.index[values.to_numpy() >= threshold]
+    return int(hit[0]) if len(hit) else None
+
+
 def head_tail(values: pd.Series, fraction: float = 0.1) -> tuple[float, float]:
     """Means of the first and the last ``fraction`` of a series (at least one value each)."""
     if not 0 < fraction <= 0.5:

@@ -469,6 +469,69 @@ def crossover_k(
     return float(2.0 ** (log_k[j - 1] + fraction * (log_k[j] - log_k[j - 1])))
 
 
+@dataclass(frozen=True)
+class CurveComparison:
+    """How an RL model's pass@k curve stands against the base's, judged only where their bands separate.
+
+    ``verdict`` is one of :data:`CURVE_VERDICTS`; ``rl_ahead`` and ``base_ahead`` list the ks where one
+    curve's lower band edge is above the other's upper edge; ``crossover`` is the k (interpolated on
+    the means, :func:`crossover_k`) where the base catches up, set only for a crossover.
+    """
+
+    verdict: str
+    rl_ahead: tuple[int, ...]
+    base_ahead: tuple[int, ...]
+    crossover: float | None
+
+
+CURVE_VERDICTS = ("crossover", "RL ahead at every k", "RL ahead at large k", "RL ahead, then both saturate",
+                  "RL ahead, then tied",
+                  "base ahead", "base ahead, then RL", "tied at every k", "both zero")
+"""The outcomes :func:`compare_pass_at_k` tells apart. Only ``crossover`` supports Yue et al.'s claim at a
+level; both curves at 1.0 (saturation) or at 0 say nothing about support."""
+
+
+def compare_pass_at_k(rl: pd.DataFrame, base: pd.DataFrame, saturated: float = 0.99) -> CurveComparison:
+    """Compare two banded pass@k curves (``k, pass_at_k, lo, hi``, as :func:`bootstrap_pass_at_k` gives).
+
+    A crossover is claimed only when the RL curve is above the base's beyond the bands at some k
+    and the base's is above the RL's beyond the bands at a larger k: two curves that meet at 1.0,
+    or whose means swap inside overlapping bands, are reported as such and not as a crossover.
+    Marginal bands of the same problems are conservative for a paired comparison: a
+    separation here is one a paired test would also find.
+    """
+    a = rl.sort_values("k").reset_index(drop=True)
+    b = base.sort_values("k").reset_index(drop=True)
+    if len(a) == 0 or not np.array_equal(a["k"].to_numpy(), b["k"].to_numpy()):
+        raise ValueError(f"the curves must share their ks, got {a['k'].tolist()} and {b['k'].tolist()}")
+    ks = a["k"].to_numpy()
+    up = a["lo"].to_numpy() > b["hi"].to_numpy()
+    down = b["lo"].to_numpy() > a["hi"].to_numpy()
+    rl_ahead, base_ahead = tuple(int(k) for k in ks[up]), tuple(int(k) for k in ks[down])
+    crossover = None
+    if a["pass_at_k"].max() == 0 and b["pass_at_k"].max() == 0:
+        verdict = "both zero"
+    elif rl_ahead and base_ahead:
+        if rl_ahead[0] < base_ahead[0]:
+            verdict = "crossover"
+            crossover = crossover_k(ks, a["pass_at_k"].to_numpy(), b["pass_at_k"].to_numpy())
+        else:
+            verdict = "base ahead, then RL"
+    elif base_ahead:
+        verdict = "base ahead"
+    elif not rl_ahead:
+        verdict = "tied at every k"
+    elif up.all():
+        verdict = "RL ahead at every k"
+    elif up[-1]:
+        verdict = "RL ahead at large k"
+    elif min(a["pass_at_k"].iloc[-1], b["pass_at_k"].iloc[-1]) >= saturated:
+        verdict = "RL ahead, then both saturate"
+    else:
+        verdict = "RL ahead, then tied"
+    return CurveComparison(verdict, rl_ahead, base_ahead, crossover)
+
+
 def coverage_table(
     correct_a: np.ndarray,
     correct_b: np.ndarray,

@@ -57,3 +57,12 @@ def test_token_roles_of_a_world_completion():
     roles = [token_role(tokens, i, "</s>") for i in range(len(tokens))]
     assert roles[0] == "first token (steps or guess?)" and roles[1] == "step token"
     assert roles[8] == "answer marker A" and roles[9] == "answer digit" and roles[10] == "end of sequence"
+
+
+def test_first_at_least_gives_the_first_step_at_the_threshold_or_none():
+    from rlnb.logs import first_at_least
+
+    values = pd.Series([0.0, 0.05, 0.12, 0.08, 0.3], index=[1, 2, 3, 4, 5])
+    assert first_at_least(values, 0.1) == 3
+    assert first_at_least(values, 0.3) == 5  # reaching the threshold counts
+    assert first_at_least(values, 0.5) is None

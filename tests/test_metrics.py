@@ -426,3 +426,37 @@ def test_coverage_table_on_constructed_case() -> None:
     assert list(coverage_table(base, rl, names=("a", "b")).index[:2]) == ["a only", "b only"]
     with pytest.raises(ValueError, match="equal shapes"):
         coverage_table(base, rl[:3])
+
+
+def _band(means, half=0.02):
+    means = np.asarray(means, dtype=float)
+    return pd.DataFrame({"k": KS, "pass_at_k": means, "lo": np.clip(means - half, 0, 1), "hi": np.clip(means + half, 0, 1)})
+
+
+@pytest.mark.parametrize("rl, base, verdict", [
+    ([0.5, 0.6, 0.7, 0.75, 0.8], [0.3, 0.45, 0.65, 0.85, 0.95], "crossover"),
+    ([0.5, 0.7, 0.9, 1.0, 1.0], [0.2, 0.4, 0.7, 0.99, 1.0], "RL ahead, then both saturate"),
+    ([0.5, 0.6, 0.7, 0.75, 0.8], [0.3, 0.45, 0.65, 0.76, 0.81], "RL ahead, then tied"),
+    ([0.5, 0.6, 0.7, 0.75, 0.8], [0.1, 0.2, 0.3, 0.4, 0.5], "RL ahead at every k"),
+    ([0.0, 0.01, 0.1, 0.3, 0.5], [0.0, 0.0, 0.02, 0.05, 0.1], "RL ahead at large k"),
+    ([0.3, 0.45, 0.65, 0.76, 0.8], [0.3, 0.45, 0.65, 0.76, 0.81], "tied at every k"),
+    ([0.0] * 5, [0.0] * 5, "both zero"),
+    ([0.1, 0.2, 0.3, 0.4, 0.5], [0.3, 0.4, 0.5, 0.6, 0.7], "base ahead"),
+])
+def test_compare_pass_at_k_claims_a_crossover_only_beyond_the_bands(rl, base, verdict):
+    from rlnb.metrics import CURVE_VERDICTS, compare_pass_at_k
+
+    result = compare_pass_at_k(_band(rl), _band(base))
+    assert result.verdict == verdict and verdict in CURVE_VERDICTS
+    if verdict == "crossover":
+        assert result.rl_ahead == (1, 2, 4) and result.base_ahead == (8, 16)
+        assert result.crossover == pytest.approx(crossover_k(KS, rl, base))
+    else:
+        assert result.crossover is None
+
+
+def test_compare_pass_at_k_needs_the_same_ks():
+    from rlnb.metrics import compare_pass_at_k
+
+    with pytest.raises(ValueError, match="share their ks"):
+        compare_pass_at_k(_band(RL), _band(RL).iloc[:3])

@@ -77,3 +77,30 @@ def test_per_seed_levels_and_seed_bars_show_the_mean_and_the_range_across_seeds(
     lines = ax.collections[1].get_segments()  # grpo's range lines, one per level: lowest to highest seed
     assert [tuple(seg[:, 1]) for seg in lines] == [(0.25, 0.5), (0.25, 0.75)]
     plt.close(fig)
+
+
+def test_seed_values_average_the_asked_levels_per_seed_and_name_a_missing_run():
+    from rlnb.evaluate import seed_values
+
+    rows = pd.DataFrame({"run": ["a"] * 4 + ["b"], "seed": [0, 0, 1, 1, 0], "level": [4, 5, 4, 5, 4],
+                         "pass@1": [0.2, 0.4, 0.6, 1.0, 0.9]})
+    latent = seed_values(rows, "a", [4, 5])
+    assert latent.to_dict() == pytest.approx({0: 0.3, 1: 0.8})
+    assert seed_values(rows, "a", 5).to_dict() == pytest.approx({0: 0.4, 1: 1.0})
+    with pytest.raises(KeyError, match="runs present"):
+        seed_values(rows, "c", 4)
+
+
+def test_held_out_samples_each_level_with_its_own_n_and_caches_each_level(tmp_path):
+    from rlnb.evaluate import HeldOut, pass_at_k_bands
+    from rlnb.models import load_model
+
+    model, tokenizer = load_model("tiny", device="cpu")
+    held = HeldOut.for_preset("ci", levels=(3, 7), size=2, seed=0)
+    table = held.evaluate(model, tokenizer, {3: 4, 7: 2}, cache=tmp_path / "base.csv")
+    assert table.groupby("level")["n"].unique().map(list).to_dict() == {3: [4], 7: [2]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base-L3.csv", "base-L7.csv"]
+    curves = pass_at_k_bands({"base": table}, n_boot=10)
+    assert curves.groupby("level")["k"].max().to_dict() == {3: 4, 7: 2}  # each level's curve up to its own n
+    with pytest.raises(ValueError, match=r"no sample count for levels \[7\]"):
+        held.evaluate(model, tokenizer, {3: 4})
