@@ -14,6 +14,10 @@ here, and the trainer zeroes it afterwards as TRL does, so no estimator has to g
   Exploitation of Large Reasoning Models": the analytic advantage of the pass@k reward
   (:func:`pass_at_k_advantages`).
 
+On top of any of them, :func:`entropy_shaped_advantages` (Cheng et al. 2025, "Reasoning with
+Exploration: An Entropy Perspective") turns a completion's advantage into per-token ones; it needs the
+policy's token entropies, so the trainer applies it where the loss is computed.
+
 The binary estimators need a notion of "correct": a completion is a positive sample when its (summed)
 reward is at least ``correct_reward`` (1.0: the accuracy reward, which a format reward below 1 never
 reaches on its own). :class:`rlnb.grpo_family.AdvantageGRPOTrainer` is the recording trainer with the
@@ -162,3 +166,23 @@ def pass_at_k_advantages(
         positive, negative = pass_at_k_group(int(scored.sum()), int(group[scored].sum()), k)
         row[scored] = torch.where(group[scored] == 1.0, positive, negative).to(row.dtype)
     return advantages.view(-1)
+
+
+def entropy_shaped_advantages(
+    advantages: torch.Tensor, entropies: torch.Tensor, alpha: float, kappa: float
+) -> torch.Tensor:
+    r"""Cheng et al. 2025's entropy-based advantage, per token:
+
+    .. math:: \hat A^{\text{shaped}}_{i,t} = \hat A_i + \min\!\Big(\alpha\,\mathcal H_{i,t}^{\text{detach}},\;
+              \frac{|\hat A_i|}{\kappa}\Big)
+
+    The term is positive and largest where the policy is unsure (in the paper: forking tokens,
+    reflection, rare behaviours), so uncertain tokens of a rewarded answer are pushed up more and those
+    of a punished one less. The entropy is detached: it weights the policy gradient and is not itself
+    optimised, unlike an entropy bonus. The clip :math:`|\hat A|/\kappa` with :math:`\kappa \ge 1` keeps
+    the term from flipping a negative advantage's sign or outgrowing the advantage, and gives a
+    zero-advantage completion (a group with no spread) no gradient. Shapes: ``advantages`` (B,) or (B, T),
+    ``entropies`` (B, T); returns (B, T).
+    """
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (B, 1) or (B, T)
+    return adv + torch.minimum(alpha * entropies.detach(), adv.abs() / kappa)  # (B, T)

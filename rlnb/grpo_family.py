@@ -2,8 +2,11 @@
 
 Everything but the advantage is the recording trainer's, that is TRL's: the same rollouts, loss type,
 clip and reduction. Only ``output["advantages"]`` differs, through
-:meth:`rlnb.trainers.RecordingGRPOTrainer.compute_advantages`; with ``advantage="grpo"`` the run is
-TRL's GRPO bit for bit.
+:meth:`rlnb.trainers.RecordingGRPOTrainer.compute_advantages`; with ``advantage="grpo"`` (and no
+entropy shaping) the run is TRL's GRPO bit for bit. ``entropy_alpha > 0`` adds Cheng et al.'s
+entropy-shaped advantage on top of the chosen one (:func:`rlnb.advantages.entropy_shaped_advantages`):
+TRL's loss accepts (B, T) advantages, so the trainer passes it the shaped ones, computed from the
+current policy's token entropies on the same micro-batch.
 
 A note for reading the official recipes beside this: the PSR/NSR/W-REINFORCE code averages the policy
 loss over all tokens of the batch (TRL's ``loss_type="bnpo"`` or ``"dapo"``), and the pass@k code feeds
@@ -14,11 +17,12 @@ as here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from rlnb.advantages import (
+    entropy_shaped_advantages,
     grpo_advantages,
     nsr_advantages,
     pass_at_k_advantages,
@@ -55,6 +59,13 @@ class AdvantageConfig(RecordingGRPOConfig):
     pass_k: int = field(default=4, metadata={
         "help": "pass_at_k: k, the size of the subsets whose best reward is the pass@k reward (1 <= k <= "
                 "num_generations; k = 1 is GRPO with the population std)"})
+    entropy_alpha: float = field(default=0.0, metadata={
+        "help": "alpha of the entropy-shaped advantage A + min(alpha * H_detached, |A| / kappa) per token (Cheng et "
+                "al. 2025), on top of `advantage`; 0 switches it off, otherwise each micro-batch costs one extra "
+                "forward pass without gradient"})
+    entropy_kappa: float = field(default=2.0, metadata={
+        "help": "kappa of the entropy-shaped advantage: the term is at most |A| / kappa (kappa >= 1, so it never "
+                "flips a negative advantage's sign)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +75,11 @@ class AdvantageConfig(RecordingGRPOConfig):
             raise ValueError(f"pass_k={self.pass_k} must lie in [1, num_generations={self.num_generations}]")
         if self.positive_weight < 0:
             raise ValueError(f"positive_weight must be non-negative, got {self.positive_weight}")
+        if self.entropy_alpha < 0:
+            raise ValueError(f"entropy_alpha must be non-negative, got {self.entropy_alpha}")
+        if self.entropy_kappa < 1:
+            raise ValueError(f"entropy_kappa must be at least 1 (below 1 the entropy term can flip a negative "
+                             f"advantage's sign), got {self.entropy_kappa}")
 
 
 class AdvantageGRPOTrainer(RecordingGRPOTrainer):
@@ -73,3 +89,23 @@ class AdvantageGRPOTrainer(RecordingGRPOTrainer):
 
     def compute_advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
         return ESTIMATORS[self.args.advantage](rewards, group_size, self.args)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """TRL's loss; with ``entropy_alpha > 0``, on the entropy-shaped (B, T) advantages of this micro-batch.
+
+        The entropies come from a no-grad forward of the current policy on the micro-batch (TRL's own
+        ``_get_per_token_logps_and_entropies``, so at the sampling temperature), equal to those of the
+        loss's forward when the model has no dropout. Text only: images are not passed to it.
+        """
+        if self.args.entropy_alpha == 0:
+            return super()._compute_loss(model, inputs)
+        with torch.no_grad():
+            entropies = self._get_per_token_logps_and_entropies(model, *self._model_inputs(inputs),
+                                                                compute_entropy=True)[1]  # (B, T)
+        shaped = entropy_shaped_advantages(inputs["advantages"], entropies, self.args.entropy_alpha,
+                                           self.args.entropy_kappa)
+        if self.model.training:
+            mask = self.loss_mask(inputs)
+            bonus = (shaped - inputs["advantages"].unsqueeze(1)) * mask  # (B, T)
+            self._metrics["train"]["entropy_shaping/mean"].append(float(bonus.sum() / mask.sum().clamp(min=1.0)))
+        return super()._compute_loss(model, {**inputs, "advantages": shaped})

@@ -9,6 +9,7 @@ from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from rlnb.advantages import (
+    entropy_shaped_advantages,
     grpo_advantages,
     nsr_advantages,
     pass_at_k_advantages,
@@ -17,6 +18,7 @@ from rlnb.advantages import (
     w_reinforce_advantages,
 )
 from rlnb.grpo_family import ADVANTAGES, AdvantageConfig, AdvantageGRPOTrainer
+from rlnb.metrics import token_entropy
 from rlnb.models import load_model
 from rlnb.tasks import WORLD
 from rlnb.train import RunConfig, build_trainer, grpo_args, world_dataset
@@ -168,6 +170,57 @@ def test_pass_at_k_advantages_on_a_batch():
     assert pass_at_k_advantages(torch.tensor([1.0, NAN, NAN, NAN]), 4, k=2)[0] == 0
 
 
+# ---------------------------------------------------------------- entropy-shaped advantages (Cheng et al. 2025)
+def test_entropy_shaped_advantages_by_hand():
+    adv = torch.tensor([1.0, -0.5, 0.0])
+    entropies = torch.tensor([[0.1, 2.0], [0.1, 2.0], [1.0, 1.0]])
+    # alpha = 0.4, kappa = 2: row 0 min(0.04, 0.5), min(0.8, 0.5); row 1 min(0.04, 0.25), min(0.8, 0.25); row 2 |A| = 0.
+    expected = torch.tensor([[1.04, 1.5], [-0.46, -0.25], [0.0, 0.0]])
+    torch.testing.assert_close(entropy_shaped_advantages(adv, entropies, 0.4, 2.0), expected)
+    # Detached: the entropy weights the policy gradient and is not itself optimised.
+    assert not entropy_shaped_advantages(adv, entropies.clone().requires_grad_(True), 0.4, 2.0).requires_grad
+
+
+def test_entropy_shaping_trains_on_the_shaped_advantages(tmp_path):
+    """The trainer's loss and gradient equal TRL's loss given per-token advantages shaped by hand from an
+    independent forward pass (entropy of softmax(logits / temperature) at each completion position)."""
+    options = {"advantage": "nsr", "entropy_alpha": 0.4, "entropy_kappa": 2.0}
+    shaped_trainer = build_trainer(RunConfig(**{**TINY, "method": "advantage", "method_options": options}),
+                                   tmp_path / "shaped")
+    plain = build_trainer(RunConfig(**{**TINY, "method": "advantage", "method_options": {"advantage": "nsr"}}),
+                          tmp_path / "plain")
+    plain.model.load_state_dict(shaped_trainer.model.state_dict())
+    for t in (shaped_trainer, plain):
+        t.model.train()
+        t.current_gradient_accumulation_steps = 1  # set by Trainer.train(); the loss divides by it
+    torch.manual_seed(0)
+    batch = [shaped_trainer.train_dataset[i] for i in range(3) for _ in range(4)]
+    inputs = shaped_trainer._generate_and_score_completions(batch)
+    assert (inputs["advantages"] != 0).any()
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    width = inputs["completion_ids"].size(1)
+    with torch.no_grad():
+        logits = plain.model(input_ids=ids, attention_mask=attention).logits[:, -width - 1:-1] / plain.temperature
+    entropy = token_entropy(logits)
+    by_hand = torch.zeros_like(entropy)
+    for i, a in enumerate(inputs["advantages"].tolist()):
+        for t in range(width):
+            by_hand[i, t] = a + min(0.4 * float(entropy[i, t]), abs(a) / 2.0)
+    losses, grads = [], []
+    for trainer, batch_inputs in ((shaped_trainer, dict(inputs)), (plain, {**inputs, "advantages": by_hand})):
+        trainer.model.zero_grad()
+        loss = trainer._compute_loss(trainer.model, batch_inputs)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    unshaped = plain._compute_loss(plain.model, dict(inputs))
+    assert not torch.isclose(unshaped, losses[0])  # the shaping changed the loss
+    assert shaped_trainer._metrics["train"]["entropy_shaping/mean"][-1] > 0
+
+
 # ---------------------------------------------------------------- the switch
 @pytest.mark.parametrize("advantage", ["nsr", "pass_at_k"])
 def test_the_switch_sets_the_trained_and_logged_advantages(tmp_path, monkeypatch, advantage):
@@ -201,6 +254,8 @@ def test_bad_switches_name_the_problem(tmp_path):
         config(advantage="pass_at_k", pass_k=5)
     with pytest.raises(ValueError, match="positive_weight"):
         config(advantage="w_reinforce", positive_weight=-0.1)
+    with pytest.raises(ValueError, match="entropy_kappa must be at least 1"):
+        config(entropy_alpha=0.4, entropy_kappa=0.5)
     with pytest.raises(ValueError, match="multi_objective_aggregation must be 'sum_then_normalize'"):
         grpo_args(RunConfig(**{**TINY, "grpo": {"multi_objective_aggregation": "normalize_then_sum"}}), tmp_path,
                   RecordingGRPOConfig)
