@@ -37,7 +37,7 @@ SCALE_REWARDS = ("group", "batch", "none")
 TRL_STD_EPSILON = 1e-4
 """TRL 1.16 divides by ``std + 1e-4`` (not ``max(std, eps)``): a zero-spread group gets advantage 0."""
 PASS_AT_K_EPSILON = 1e-6
-"""The official pass@k code divides by ``sigma + 1e-6``; a degenerate group's numerators are exactly 0."""
+"""The official pass@k code divides by ``sigma + 1e-6``."""
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -53,7 +53,7 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: str =
 
     .. math:: \hat A_i = \frac{r_i - \operatorname{mean}(r_{\text{group}(i)})}{\sigma + 10^{-4}}
 
-    (Shao et al. 2024, DeepSeekMath, eq. 3, with TRL's epsilon). ``scale_rewards`` picks sigma:
+    (Shao et al. 2024, DeepSeekMath, outcome supervision, with TRL's epsilon). ``scale_rewards`` picks sigma:
     ``"group"`` the group's std, ``"batch"`` the std of the whole batch (the centre stays the *group*
     mean), ``"none"`` no division (Dr. GRPO, Liu et al. 2025). Both stds are Bessel-corrected (unbiased)
     and ignore NaN rewards, as TRL's ``nanstd``; a group of one has std 0 there, as in TRL.
@@ -116,7 +116,7 @@ def w_reinforce_advantages(
 def pass_at_k_group(n: int, correct: int, k: int) -> tuple[float, float]:
     r"""Pass@k training's analytic advantages of one group: (correct responses', incorrect responses').
 
-    Chen et al. 2025, Pass@k Training, eqs. 13-15. Of a group of :math:`N` with :math:`c` correct,
+    Chen et al. 2025, Pass@k Training, the analytic derivation. Of a group of :math:`N` with :math:`c` correct,
     a uniformly drawn k-subset passes with probability
     :math:`\bar R = 1 - \binom{N-c}{k}/\binom{N}{k}`; its reward is binary, so its std is
     :math:`\sigma = \sqrt{\bar R(1-\bar R)}`. A response's advantage is the mean normalised advantage
@@ -142,11 +142,8 @@ def pass_at_k_group(n: int, correct: int, k: int) -> tuple[float, float]:
 
 
 def _all_incorrect(pool: int, incorrect: int, draws: int) -> float:
-    """Probability that ``draws`` responses drawn without replacement from ``pool`` are all incorrect.
-
-    ``incorrect`` is clamped at 0: an all-correct group has no incorrect response whose companions count.
-    """
-    return math.comb(max(incorrect, 0), draws) / math.comb(pool, draws)
+    """Probability that ``draws`` responses drawn without replacement from ``pool`` are all incorrect."""
+    return math.comb(incorrect, draws) / math.comb(pool, draws)
 
 
 def pass_at_k_advantages(

@@ -8,10 +8,10 @@ entropy-shaped advantage on top of the chosen one (:func:`rlnb.advantages.entrop
 TRL's loss accepts (B, T) advantages, so the trainer passes it the shaped ones, computed from the
 current policy's token entropies on the same micro-batch.
 
-A note for reading the official recipes beside this: the PSR/NSR/W-REINFORCE code averages the policy
-loss over all tokens of the batch (TRL's ``loss_type="bnpo"`` or ``"dapo"``), and the pass@k code feeds
-its advantage to an unchanged GRPO/PPO loss; both choose the loss independently of the advantage,
-as here.
+A note for reading the official code beside this: the PSR/NSR/W-REINFORCE code (verl) averages its
+clipped policy loss over the tokens of the micro-batch (TRL's ``loss_type="bnpo"``), and the pass@k code
+replaces only the advantage computation; here too the loss is the run's ``loss_type``, whatever the
+advantage.
 """
 
 from __future__ import annotations
