@@ -23,6 +23,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import GRPOConfig, GRPOTrainer
 
+from rlnb.advantages import grpo_advantages
 from rlnb.evaluate import level_number
 from rlnb.metrics import centered_logp_adv_cov, masked_mean
 from rlnb.tasks import WORLD, Task
@@ -85,6 +86,10 @@ class RecordingGRPOConfig(GRPOConfig):
         super().__post_init__()
         if self.sample_every < 1:
             raise ValueError(f"sample_every must be at least 1, got {self.sample_every}")
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError("the recording trainers compute advantages from the weighted sum of the rewards "
+                             "(RecordingGRPOTrainer.compute_advantages): multi_objective_aggregation must be "
+                             f"'sum_then_normalize', got {self.multi_objective_aggregation!r}")
 
 
 class RecordingGRPOTrainer(GRPOTrainer):
@@ -107,6 +112,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
         self.task = task
         self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
         self._entropy_probe: _EntropyProbe | None = None
+        self._rewards_per_func: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ loss reduction
     def reduce_per_token(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
@@ -160,9 +166,53 @@ class RecordingGRPOTrainer(GRPOTrainer):
         after = float(masked_mean(entropies, probe.completion_mask))
         self._metrics["train"]["entropy_change"].append(after - probe.entropy_before)
 
+    # ------------------------------------------------------------------ advantages
+    def compute_advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+        """The advantage of every completion of the generation batch: the one override point for estimators.
+
+        ``rewards`` (N,) is the weighted sum of the reward functions, gathered over all processes, each
+        prompt's ``group_size`` completions contiguous and NaN where no reward function scored the
+        completion: exactly what TRL 1.16 normalises in ``_generate_and_score_completions``
+        (``multi_objective_aggregation="sum_then_normalize"``). That is the signature because group
+        estimators (a baseline, a std, a pass@k count) need the whole group and TRL holds whole groups
+        only there, before it slices out this process's rows. Return (N,) advantages; NaN ones are set to
+        0 afterwards, as TRL does. The default, :func:`rlnb.advantages.grpo_advantages` with
+        ``scale_rewards``, is TRL's own computation op for op, so a trainer that does not override
+        this trains exactly as TRL.
+        """
+        return grpo_advantages(rewards, group_size, self.scale_rewards)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list) -> torch.Tensor:
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._rewards_per_func = rewards_per_func  # (N_all, n_funcs), gathered: compute_advantages' input
+        return rewards_per_func
+
+    def _hooked_advantages(self, local_rows: int) -> torch.Tensor:
+        """:meth:`compute_advantages` on the rewards TRL just computed, then TRL's NaN-to-0 and process slice.
+
+        TRL's log of the completions' advantages (``_logs["advantages"]``, its completions table) is
+        rewritten with these, so it shows what the loss used; its reward metrics do not depend on them.
+        """
+        if self._rewards_per_func is None:
+            raise RuntimeError("TRL scored the completions without _calculate_rewards: the advantage hook "
+                               "needs TRL 1.16's data flow (see RecordingGRPOTrainer.compute_advantages)")
+        rewards_per_func, self._rewards_per_func = self._rewards_per_func, None
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        rewards = (rewards_per_func * weights).nansum(dim=1)  # (N_all,)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        group_size = self.num_generations if self.model.training else self.num_generations_eval
+        all_advantages = torch.nan_to_num(self.compute_advantages(rewards, group_size), nan=0.0)
+        logged = self._logs["advantages"]
+        for _ in range(min(len(all_advantages), len(logged))):
+            logged.pop()
+        logged.extend(all_advantages.tolist())
+        start = self.accelerator.process_index * local_rows
+        return all_advantages[start:start + local_rows]
+
     # ------------------------------------------------------------------ rollouts
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
+        output["advantages"] = self._hooked_advantages(len(inputs))
         if self.model.training:
             self._record_rollouts(inputs, output)
         return output

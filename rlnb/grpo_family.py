@@ -1,0 +1,111 @@
+"""The GRPO family as one trainer: the advantage estimator is a config switch (:mod:`rlnb.advantages`).
+
+Everything but the advantage is the recording trainer's, that is TRL's: the same rollouts, loss type,
+clip and reduction. Only ``output["advantages"]`` differs, through
+:meth:`rlnb.trainers.RecordingGRPOTrainer.compute_advantages`; with ``advantage="grpo"`` (and no
+entropy shaping) the run is TRL's GRPO bit for bit. ``entropy_alpha > 0`` adds Cheng et al.'s
+entropy-shaped advantage on top of the chosen one (:func:`rlnb.advantages.entropy_shaped_advantages`):
+TRL's loss accepts (B, T) advantages, so the trainer passes it the shaped ones, computed from the
+current policy's token entropies on the same micro-batch.
+
+A note for reading the official code beside this: the PSR/NSR/W-REINFORCE code (verl) averages its
+clipped policy loss over the tokens of the micro-batch (TRL's ``loss_type="bnpo"``), and the pass@k code
+replaces only the advantage computation; here too the loss is the run's ``loss_type``, whatever the
+advantage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from rlnb.advantages import (
+    entropy_shaped_advantages,
+    grpo_advantages,
+    nsr_advantages,
+    pass_at_k_advantages,
+    psr_advantages,
+    w_reinforce_advantages,
+)
+from rlnb.trainers import RecordingGRPOConfig, RecordingGRPOTrainer
+
+ESTIMATORS: dict[str, Callable[[torch.Tensor, int, "AdvantageConfig"], torch.Tensor]] = {
+    "grpo": lambda r, g, c: grpo_advantages(r, g, c.scale_rewards),
+    "psr": lambda r, g, c: psr_advantages(r, g, c.correct_reward),
+    "nsr": lambda r, g, c: nsr_advantages(r, g, c.correct_reward),
+    "w_reinforce": lambda r, g, c: w_reinforce_advantages(r, g, c.positive_weight, c.correct_reward),
+    "pass_at_k": lambda r, g, c: pass_at_k_advantages(r, g, c.pass_k, c.correct_reward),
+}
+"""``advantage`` name -> ``fn(rewards, group_size, config)``, the :mod:`rlnb.advantages` function with the
+config's options."""
+ADVANTAGES = tuple(ESTIMATORS)
+
+
+@dataclass
+class AdvantageConfig(RecordingGRPOConfig):
+    """``GRPOConfig`` plus the advantage estimator as one switch (``RunConfig.method_options``)."""
+
+    advantage: str = field(default="grpo", metadata={
+        "help": f"one of {ADVANTAGES}: TRL's GRPO (scaled as scale_rewards says), positive-only, negative-only "
+                "or weighted REINFORCE (Zhu et al. 2025), or pass@k training's analytic advantage (Chen et al. "
+                "2025); scale_rewards applies to 'grpo' only"})
+    correct_reward: float = field(default=1.0, metadata={
+        "help": "psr, nsr, w_reinforce, pass_at_k: a completion is a positive sample when its summed reward is at "
+                "least this (the accuracy reward is 1.0)"})
+    positive_weight: float = field(default=0.1, metadata={
+        "help": "w_reinforce: lambda, the weight of the positive samples (paper: 0.1)"})
+    pass_k: int = field(default=4, metadata={
+        "help": "pass_at_k: k, the size of the subsets whose best reward is the pass@k reward (1 <= k <= "
+                "num_generations; k = 1 is GRPO with the population std)"})
+    entropy_alpha: float = field(default=0.0, metadata={
+        "help": "alpha of the entropy-shaped advantage A + min(alpha * H_detached, |A| / kappa) per token (Cheng et "
+                "al. 2025), on top of `advantage`; 0 switches it off, otherwise each micro-batch costs one extra "
+                "forward pass without gradient"})
+    entropy_kappa: float = field(default=2.0, metadata={
+        "help": "kappa of the entropy-shaped advantage: the term is at most |A| / kappa (kappa >= 1, so it never "
+                "flips a negative advantage's sign)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.advantage not in ESTIMATORS:
+            raise ValueError(f"unknown advantage {self.advantage!r}: choose one of {ADVANTAGES}")
+        if self.advantage == "pass_at_k" and not 1 <= self.pass_k <= self.num_generations:
+            raise ValueError(f"pass_k={self.pass_k} must lie in [1, num_generations={self.num_generations}]")
+        if self.positive_weight < 0:
+            raise ValueError(f"positive_weight must be non-negative, got {self.positive_weight}")
+        if self.entropy_alpha < 0:
+            raise ValueError(f"entropy_alpha must be non-negative, got {self.entropy_alpha}")
+        if self.entropy_kappa < 1:
+            raise ValueError(f"entropy_kappa must be at least 1 (below 1 the entropy term can flip a negative "
+                             f"advantage's sign), got {self.entropy_kappa}")
+
+
+class AdvantageGRPOTrainer(RecordingGRPOTrainer):
+    """The recording GRPO trainer whose advantage is ``args.advantage`` (an :class:`AdvantageConfig`)."""
+
+    config_class = AdvantageConfig
+
+    def compute_advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+        return ESTIMATORS[self.args.advantage](rewards, group_size, self.args)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """TRL's loss; with ``entropy_alpha > 0``, on the entropy-shaped (B, T) advantages of this micro-batch.
+
+        The entropies come from a no-grad forward of the current policy on the micro-batch (TRL's own
+        ``_get_per_token_logps_and_entropies``, so at the sampling temperature), equal to those of the
+        loss's forward when the model has no dropout. Text only: images are not passed to it.
+        """
+        if self.args.entropy_alpha == 0:
+            return super()._compute_loss(model, inputs)
+        with torch.no_grad():
+            entropies = self._get_per_token_logps_and_entropies(model, *self._model_inputs(inputs),
+                                                                compute_entropy=True)[1]  # (B, T)
+        shaped = entropy_shaped_advantages(inputs["advantages"], entropies, self.args.entropy_alpha,
+                                           self.args.entropy_kappa)
+        if self.model.training:
+            mask = self.loss_mask(inputs)
+            bonus = (shaped - inputs["advantages"].unsqueeze(1)) * mask  # (B, T)
+            self._metrics["train"]["entropy_shaping/mean"].append(float(bonus.sum() / mask.sum().clamp(min=1.0)))
+        return super()._compute_loss(model, {**inputs, "advantages": shaped})
