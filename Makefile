@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(PY) -m rlnb.series --preset $(PRESET)
 
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks $(NBVAL)
+	$(PY) -m pytest tests notebooks $(NBVAL) --durations=15
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests

@@ -137,10 +137,12 @@ def markdown_table(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
+    from rlnb.experiments import LORA_RATES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     on_gpu = torch.cuda.is_available()
     parser.add_argument("--world", choices=["tiny", "r1-shape"], default="r1-shape" if on_gpu else "tiny")
-    parser.add_argument("--ranks", type=int, nargs="+", default=None, help="LoRA ranks (default: 2 8 32 tiny, 32 r1-shape)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=None, help="LoRA ranks (default: notebook 05's ranks on tiny, 32 on r1-shape)")
     parser.add_argument("--no-full", action="store_true", help="skip full fine-tuning")
     parser.add_argument("--steps", type=int, default=5, help="measured steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(ns.one)))
         return
 
-    ranks = ns.ranks or ([2, 8, 32] if ns.world == "tiny" else [32])
+    ranks = ns.ranks or (sorted(LORA_RATES) if ns.world == "tiny" else [32])
     preset = "gpu" if (ns.world == "r1-shape" and on_gpu) else "ci"
     if ns.widths and ns.world != "r1-shape":
         raise SystemExit("--widths sweeps the r1-shape world: add --world r1-shape")

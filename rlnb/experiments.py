@@ -57,12 +57,16 @@ def zero_rl(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, **overri
 
 # ---------------------------------------------------------------- notebook 05: LoRA-GRPO, Tina-style
 LORA_NOTEBOOK = "05_lora_grpo_tina"
-LORA_FULL_LR = 1e-4
-"""Full fine-tuning's rate in notebook 05: twice notebook 01's, because its ``ci`` run is shorter than
-notebook 01's (80 steps instead of 300)."""
-LORA_LR_MULTIPLIER = 10
-"""LoRA's rate is this multiple of full fine-tuning's, shared by every rank: alpha = 4 r keeps the
-update scale alpha / r fixed, and the low-rank factors start at (or near) zero, so they need larger steps."""
+LORA_ALPHA = 32.0
+"""lora_alpha of every rank in notebook 05: the scale alpha / r falls as 1 / r, the convention of the
+"LoRA Without Regret" guide. With Tina's alpha = 4 r (scale fixed) Adam's step on W grows with r, and the
+best rate falls with the rank: ``benchmarks/sweep_lora_lr.py`` measures both (data/sweeps/lora_lr_sweep.csv)."""
+LORA_RATES: dict[int, float] = {1: 1e-3, 4: 1e-3, 32: 1e-3}
+"""Each rank's learning rate under :data:`LORA_ALPHA`, the best of the sweep's rates for that rank."""
+FORMAT_TRANSITION = {"rank": 4, "format_reward": "worked", "format_reward_weight": 0.5}
+"""Notebook 05's format-transition run: the format reward asks for worked steps, which the base rarely
+writes (Tina's think-then-answer format starts low the same way), at half the accuracy reward's weight
+(Tina: 1 to 2)."""
 TINA_PARAMS = "notebooks/params/gpu/05_lora_grpo_tina.yaml"
 
 
@@ -71,27 +75,41 @@ def lora_rl_config(
 ) -> RunConfig:
     """Notebook 05's tiny-world run: notebook 01's zero-RL (grpo, format weight 0.1) with LoRA at ``rank``.
 
-    ``rank=None`` is full fine-tuning. Everything but the trained parameters and
-    the learning rate (``LORA_LR_MULTIPLIER`` times higher for LoRA unless
-    given) is shared, so the runs differ only in what is trained.
+    ``rank=None`` is full fine-tuning, which is notebook 01's GRPO run itself (its rate, steps and
+    checkpoints). LoRA gets ``lora_alpha`` :data:`LORA_ALPHA` and its rank's rate from
+    :data:`LORA_RATES` unless ``learning_rate`` is given; everything else is shared.
     """
     from rlnb.lora import lora_options
 
     if preset == "gpu":
         raise ValueError("the tiny-world LoRA comparison runs on the CPU presets ('ci', 'full'); "
                          "the gpu preset's run is tina_config(tina_params())")
-    steps = {"ci": 80, "full": 400}[check_preset(preset)]  # ci: within the CI budget on world v2, whose rollouts are longer
-    lr = learning_rate if learning_rate is not None else LORA_FULL_LR * (1 if rank is None else LORA_LR_MULTIPLIER)
-    params = dict(format_reward_weight=0.1, max_steps=steps, learning_rate=lr,
-                  lora=None if rank is None else lora_options(rank))
+    check_preset(preset)
+    params: dict = {"format_reward_weight": 0.1}
+    if rank is not None:
+        if learning_rate is None and rank not in LORA_RATES:
+            raise ValueError(f"no measured learning rate for LoRA rank {rank}: pass learning_rate, or add the rank "
+                             f"to LORA_RATES (measured: {sorted(LORA_RATES)}) with benchmarks/sweep_lora_lr.py")
+        params.update(lora=lora_options(rank, LORA_ALPHA), learning_rate=learning_rate or LORA_RATES[rank])
+    elif learning_rate is not None:
+        params["learning_rate"] = learning_rate
     params.update(overrides)
     return zero_rl_config(preset, "grpo", seed, **params)
 
 
+def lora_job(preset: str = "ci", seed: int = 0, rank: int | None = None, name: str | None = None,
+             **overrides) -> RunJob:
+    """The :class:`rlnb.seeds.RunJob` of a notebook-05 run; full fine-tuning without overrides is notebook 01's."""
+    cfg = lora_rl_config(preset, seed, rank, **overrides)
+    if rank is None and not overrides:
+        return RunJob(cfg, ZERO_RL_NOTEBOOK, "grpo")
+    return RunJob(cfg, LORA_NOTEBOOK, name or ("full" if rank is None else f"lora-r{rank}"))
+
+
 def lora_rl(preset: str = "ci", seed: int = 0, rank: int | None = None, **overrides) -> TrainedRun:
     """Notebook 05's run for ``rank`` (None: full fine-tuning), trained once and cached."""
-    cfg = lora_rl_config(preset, seed, rank, **overrides)
-    return load_or_train(cfg, LORA_NOTEBOOK, "full" if rank is None else f"lora-r{rank}")
+    job = lora_job(preset, seed, rank, **overrides)
+    return load_or_train(job.config, job.notebook, job.name)
 
 
 _TINA_KEYS = frozenset({
@@ -156,14 +174,18 @@ ENTROPY_INTERVENTIONS: dict[str, dict] = {
     # name -> the one switch it flips on the notebook-03 baseline (RunConfig fields; `grpo` is merged)
     "baseline": {},
     "clip-higher": {"grpo": {"epsilon_high": 0.28}},  # DAPO: epsilon_low 0.2 (TRL default), epsilon_high 0.28
-    "entropy bonus": {"grpo": {"entropy_coef": 0.1}},  # loss - 0.1 * mean token entropy (0.02 measured too weak)
+    # loss - 2 * mean token entropy. Probes (40 steps, seed 0): 0.1 and 0.5 ended at the baseline's entropy
+    # (0.011 against 0.008-0.009); 2 holds it ten times higher, and costs accuracy: the trade-off to show.
+    "entropy bonus": {"grpo": {"entropy_coef": 2.0}},
     "80/20 mask": {"grpo": {"top_entropy_quantile": 0.2}},  # gradient only on the top-20% entropy tokens
     # Cui et al. use 2e-4 (Clip-Cov) and 2e-3 (KL-Cov) of the tokens for 7B models: under one token of a
-    # ~600-1300-token batch here. About 2% of this world's tokens have a covariance term above 1, so both
+    # ~600-1300-token batch here. About 2% of this world's tokens have a covariance term above 1, so
     # Clip-Cov zeroes the loss of 2% of the valid tokens, drawn from the paper's band (1, 5), with the official
-    # recipes' ratio clip (clip_ratio_low = clip_ratio_high = 1). KL-Cov (no ratio clip, as in the official loss)
-    # acts only on the second (off-policy) optimiser step of each generation batch; at the top 2% with
-    # coefficient 1 it left the entropy at the baseline's in the ci preset, so it takes the top 5% with coefficient 5.
+    # recipes' ratio clip (clip_ratio_low = clip_ratio_high = 1); probes at 5% and 20% of the tokens, and at
+    # 20% with the band from 0.1, ended at the baseline's entropy too (3 seeds each, 40 steps). KL-Cov (no
+    # ratio clip, as in the official loss) acts only on the second (off-policy) optimiser step of each
+    # generation batch; at the top 2% with coefficient 1 it left the entropy at the baseline's, so it takes
+    # the top 5% with coefficient 5.
     "Clip-Cov": {"method": "cov", "method_options": {"clip_cov_ratio": 0.02, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0},
                  "grpo": {"epsilon": 1.0, "epsilon_high": 1.0}},
     "KL-Cov": {"method": "cov", "method_options": {"kl_cov_ratio": 0.05, "kl_coef": 5.0}},
@@ -185,7 +207,7 @@ def entropy_baseline_config(preset: str = "ci", seed: int = 0, **overrides) -> R
     check_preset(preset)
     params: dict = {"grpo": {"steps_per_generation": 2}}
     if preset != "gpu":  # the gpu preset keeps zero-RL's real-model settings (configs/zero_rl_math_1.5b.yaml)
-        params.update(levels=levels_in("inside"), max_steps={"ci": 100, "full": 600}[preset], learning_rate=1e-4, save_steps=50,
+        params.update(levels=levels_in("inside"), max_steps={"ci": 40, "full": 600}[preset], learning_rate=1e-4, save_steps=50,
                       format_reward_weight=0.1)
     grpo = {**params.pop("grpo"), **overrides.pop("grpo", {})}
     options = {"measure_entropy_change": True, **overrides.pop("method_options", {})}

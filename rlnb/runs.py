@@ -183,6 +183,26 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
+def checkpoint_models(run_dir: Path, base: str) -> dict[int, PreTrainedModel]:
+    """``{step: model}`` of every checkpoint a run kept, for evaluating along training.
+
+    A LoRA run's checkpoints hold only the adapter: it is loaded on a fresh ``base``
+    (the run's ``RunConfig.model``) and merged, so every model samples at the same speed.
+    """
+    from rlnb.lora import load_adapter, merge_for_eval
+
+    models = {}
+    for path in checkpoints(Path(run_dir)):
+        if (path / "adapter_config.json").exists():
+            models[checkpoint_step(path)] = merge_for_eval(load_adapter(path, base))
+        else:
+            models[checkpoint_step(path)] = load_model(str(path), device="cpu")[0]
+    if not models:
+        raise FileNotFoundError(f"{run_dir} kept no checkpoint-N folders: train it with save_total_limit None "
+                                "(rlnb.experiments.CHECKPOINTS_KEPT) to follow it along training")
+    return models
+
+
 def missing_checkpoint_parts(checkpoint: Path) -> list[str]:
     """The parts of :data:`CHECKPOINT_PARTS` a checkpoint lacks (an empty file counts as missing)."""
     def present(pattern: str) -> bool:
@@ -395,5 +415,6 @@ def _train(cfg: RunConfig, folder: Path) -> None:
     info = {"steps": trainer.state.global_step, "train_seconds": seconds,
             "seconds_per_step": seconds / max(1, steps_done), "resumed_from": resume.name if resume else None}
     _write_atomic(folder / DONE, json.dumps(info, indent=2))
-    for ckpt in checkpoints(folder):
-        shutil.rmtree(ckpt)
+    if cfg.grpo.get("save_total_limit", 1) is not None:  # None keeps them all: for evaluation along training
+        for ckpt in checkpoints(folder):
+            shutil.rmtree(ckpt)

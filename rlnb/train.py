@@ -36,7 +36,14 @@ from rlnb.presets import device_settings
 from rlnb.progress import progress_enabled
 from rlnb.trainers import RecordingGRPOTrainer, TidyMetricsCallback
 from rlnb.tasks import TASKS, get_task, math_training_dataset
+from rlnb.verify import worked_format_reward
 from rlnb.world import expert_trace, sample_problem
+
+FORMAT_REWARDS: dict[str, Callable[..., list[float]] | None] = {
+    "answer": None,  # the task's own format reward (world: rlnb.verify.format_reward)
+    "worked": worked_format_reward,  # digit steps, then the answer: starts low on the shipped base
+}
+"""``RunConfig.format_reward``: the reward function that takes the task's format slot."""
 
 METHODS: dict[str, str] = {
     # method -> "module:TrainerClass"; each class takes TRL GRPOTrainer's arguments, its ``args`` an
@@ -97,6 +104,9 @@ class RunConfig:
         "advantage scaling (GRPOConfig.scale_rewards): group, batch or none (Dr. GRPO)"))
     format_reward_weight: float = field(default=0.0, metadata=_help(
         "weight of the format reward next to the accuracy reward's 1.0 (GRPOConfig.reward_weights)"))
+    format_reward: str = field(default="answer", metadata=_help(
+        f"task world: what the format reward asks for: one of {list(FORMAT_REWARDS)} (a well-formed answer, "
+        "steps optional; or digit steps, then the answer: the world's think-then-answer format)"))
     save_steps: int = field(default=50, metadata=_help(
         "optimizer steps between checkpoints (GRPOConfig.save_steps); an interrupted run resumes "
         "from the last one"))
@@ -141,6 +151,11 @@ class RunConfig:
             raise ValueError(f"unknown task {self.task!r}: choose one of {TASKS}")
         if self.task == "world" and not self.levels:
             raise ValueError("RunConfig.levels is empty: task 'world' needs at least one level to draw problems from")
+        if self.format_reward not in FORMAT_REWARDS:
+            raise ValueError(f"unknown format_reward {self.format_reward!r}: choose one of {list(FORMAT_REWARDS)}")
+        if self.format_reward != "answer" and self.task != "world":
+            raise ValueError(f"format_reward {self.format_reward!r} is a tiny-world reward; task {self.task!r} "
+                             "has its own format reward")
         if self.task == "math" and not self.dataset:
             raise ValueError("task 'math' needs `dataset`: a hub id or a local .jsonl/.parquet file or folder")
         unknown = set(self.grpo) - {f.name for f in dataclasses.fields(GRPOConfig)}
@@ -342,7 +357,7 @@ def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
     trainer = trainer_cls(
         model=model,
         processing_class=tokenizer,
-        reward_funcs=list(task.reward_funcs),
+        reward_funcs=[task.reward_funcs[0], FORMAT_REWARDS[cfg.format_reward] or task.reward_funcs[1]],
         task=task,
         args=args,
         train_dataset=dataset,

@@ -62,3 +62,14 @@ def accuracy_reward(completions: Sequence[Any], answer: Sequence[int | str], **k
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """1.0 when the completion is well formed (steps, then ``A`` and digits, nothing else)."""
     return [float(parse_completion(c).well_formed) for c in completions]
+
+
+def worked_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion works the problem out in digit steps, then states the answer, nothing else.
+
+    The tiny world's counterpart of R1's and Tina's ``<think> ... </think>`` format reward: a format
+    the base rarely writes under the task prompt (it answers directly), so, unlike
+    :func:`format_reward`, it starts low and has room to rise.
+    """
+    parsed = [parse_completion(c) for c in completions]
+    return [float(p.well_formed and p.wrote_steps) for p in parsed]

@@ -145,3 +145,16 @@ def test_a_math_run_on_a_set_without_gold_answers_stops_before_training(
     with pytest.raises(ValueError, match=r"blank\.jsonl.*none of its 2 rows has a gold answer"):
         load_or_train(cfg, "test", "blank", run_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run" / "done.json").exists()
+
+
+def test_format_reward_is_checked_and_the_worked_format_replaces_the_tasks_format_slot(tmp_path):
+    from rlnb.train import RunConfig, build_trainer
+    from rlnb.verify import format_reward, worked_format_reward
+
+    with pytest.raises(ValueError, match="unknown format_reward 'steps'"):
+        RunConfig(format_reward="steps")
+    with pytest.raises(ValueError, match="tiny-world reward"):
+        RunConfig(task="math", dataset="x.jsonl", format_reward="worked")
+    small = dict(max_steps=1, prompts_per_step=1, num_generations=2, max_completion_length=4)
+    assert build_trainer(RunConfig(**small), tmp_path / "a").reward_funcs[1] is format_reward
+    assert build_trainer(RunConfig(**small, format_reward="worked"), tmp_path / "b").reward_funcs[1] is worked_format_reward

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from rlnb.experiments import LORA_LR_MULTIPLIER, lora_rl_config, tina_config, tina_params
+from rlnb.experiments import LORA_ALPHA, LORA_RATES, lora_job, lora_rl_config, tina_config, tina_params, zero_rl_config
 from rlnb.lora import (
     TINA_TARGET_MODULES,
     attach_lora,
@@ -92,12 +92,18 @@ def test_trainable_parameter_count_matches_peft(base, rank):
     assert full.trainable == full.total == model.num_parameters(), "full fine-tuning trains everything, tied weights once"
 
 
-def test_lora_runs_use_a_higher_shared_learning_rate():
-    full, lora = lora_rl_config("ci", 0, None), lora_rl_config("ci", 0, 8)
-    assert full.lora is None and lora.lora["r"] == 8
-    assert lora.learning_rate == pytest.approx(LORA_LR_MULTIPLIER * full.learning_rate)
+def test_lora_runs_take_their_ranks_measured_rate_and_full_fine_tuning_is_notebook_01s_run():
+    full, lora = lora_rl_config("ci", 0, None), lora_rl_config("ci", 0, 4)
+    assert full.lora is None and lora.lora["r"] == 4 and lora.lora["lora_alpha"] == LORA_ALPHA
+    assert lora.learning_rate == LORA_RATES[4]
     assert {k: v for k, v in full.to_dict().items() if k not in ("lora", "learning_rate")} == \
            {k: v for k, v in lora.to_dict().items() if k not in ("lora", "learning_rate")}
+    job = lora_job("ci", 0, None)
+    assert (job.notebook, job.name) == ("01_zero_rl", "grpo")
+    assert job.config == zero_rl_config("ci", "grpo", 0, format_reward_weight=0.1)
+    assert lora_job("ci", 0, None, learning_rate=3e-4).notebook == "05_lora_grpo_tina"
+    with pytest.raises(ValueError, match="no measured learning rate for LoRA rank 3"):
+        lora_rl_config("ci", 0, 3)
     with pytest.raises(ValueError, match="CPU presets"):
         lora_rl_config("gpu", 0, 8)
 

@@ -170,3 +170,25 @@ def test_a_run_folder_in_use_is_refused_naming_the_folder_and_the_holder(tmp_pat
         assert [p.name for p in folder.iterdir()] == ["run.lock"], "the refused process changed nothing"
     with folder_lock(folder):  # released with its holder
         pass
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 2, "lora_alpha": 8.0, "lora_dropout": 0.0, "target_modules": ["q_proj"]}])
+def test_checkpoint_models_load_every_kept_checkpoint_full_or_lora(lora):
+    import torch
+
+    from rlnb.runs import checkpoint_models
+
+    cfg = RunConfig(**{**TINY, "save_steps": 1}, grpo={"save_total_limit": None}, lora=lora)
+    run = load_or_train(cfg, "test", "kept")
+    models = checkpoint_models(run.run_dir, cfg.model)
+    assert sorted(models) == [1, 2]
+    ids = torch.tensor([[1, 5, 6, 7]])
+    final, last = run.model(ids).logits, models[2](ids).logits
+    assert torch.allclose(final, last, atol=1e-5)  # the last checkpoint (merged, for LoRA) is the final model
+
+
+def test_checkpoint_models_names_a_run_that_kept_none(tmp_path):
+    from rlnb.runs import checkpoint_models
+
+    with pytest.raises(FileNotFoundError, match="save_total_limit None"):
+        checkpoint_models(tmp_path, "tiny")

@@ -49,3 +49,10 @@ def test_reward_functions_take_trl_keywords_and_odd_completion_types():
 def test_mismatched_answers_are_reported():
     with pytest.raises(ValueError, match="2 completions but 1 answers"):
         accuracy_reward(["A1", "A2"], answer=[1])
+
+
+def test_worked_format_reward_asks_for_steps_then_the_answer():
+    from rlnb.verify import worked_format_reward
+
+    texts = ["7+5+0=12;4+8+1=13;A132", "A132", "7+5+0=12;A12 junk", "7+5+0=12;"]
+    assert worked_format_reward(texts) == [1.0, 0.0, 0.0, 0.0]
