@@ -184,9 +184,9 @@ def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed:
             logps = first._get_per_token_logps_and_entropies(first.model, *first._model_inputs(inputs))[0]  # (B, T)
         gap = (torch.exp(logps - inputs["old_per_token_logps"]) - 1).abs()[mask]
         for name, (clipped, unclipped) in pairs.items():
-            loss, grad, share = loss_and_gradient(clipped, inputs)
+            _, grad, share = loss_and_gradient(clipped, inputs)
             _, free, _ = loss_and_gradient(unclipped, inputs)
-            rows.append({"method": name, "state": state, "clip share": share, "loss": loss,
+            rows.append({"method": name, "state": state, "clip share": share,
                          "gradient change vs unclipped": float((grad - free).norm() / free.norm().clamp(min=1e-30)),
                          "mean |ratio - 1|": float(gap.mean()), "max |ratio - 1|": float(gap.max())})
     return pd.DataFrame(rows)
