@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlnb.metrics import pass_at_k
+from rlnb.metrics import pass_at_k, reward_spread
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
 from rlnb.world import Problem, worked_prompt
@@ -160,20 +160,59 @@ def summarize(table: pd.DataFrame, ks: Sequence[int] = (1,)) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def per_seed_levels(tables: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+def per_seed_levels(tables: dict[tuple[str, int], pd.DataFrame], ks: Sequence[int] = ()) -> pd.DataFrame:
     """Held-out pass@1, steps written and length per ``(run, seed)`` and level, from per-problem tables.
 
     ``tables`` maps ``(run name, training seed)`` to an :func:`evaluate` table. One row per
-    run, seed and level: ``pass@1`` (correct over samples), ``steps_used``, ``mean_length``;
+    run, seed and level: ``pass@1`` (correct over samples), ``steps_used``, ``mean_length``, and
+    ``pass@k`` (unbiased, mean over problems) for each k of ``ks``;
     :func:`rlnb.plots.seed_bars` draws it with a range across seeds.
     """
     rows = []
     for (run, seed), table in tables.items():
         for level, grp in table.groupby("level"):
             samples = grp["n"].sum()
-            rows.append({"run": run, "seed": seed, "level": level, "pass@1": grp["correct"].sum() / samples,
-                         "steps_used": grp["steps"].sum() / samples, "mean_length": float(grp["mean_length"].mean())})
+            row = {"run": run, "seed": seed, "level": level, "pass@1": grp["correct"].sum() / samples,
+                   "steps_used": grp["steps"].sum() / samples, "mean_length": float(grp["mean_length"].mean())}
+            for k in ks:
+                row[f"pass@{k}"] = float(np.mean(pass_at_k(grp["n"].to_numpy(), grp["correct"].to_numpy(), k)))
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def zero_spread(table: pd.DataFrame, group_sizes: Sequence[int]) -> pd.DataFrame:
+    """``level x group size``: the expected fraction of GRPO groups whose rewards are all equal (no gradient).
+
+    From a per-problem :func:`evaluate` table (c correct of n samples per problem), the mean over
+    problems of 1 - :func:`rlnb.metrics.reward_spread`; every group size must be at most the problems' n.
+    """
+    too_big = [g for g in group_sizes if g > int(table["n"].min())]
+    if too_big:
+        raise ValueError(f"group sizes {too_big} exceed the {int(table['n'].min())} samples per problem: "
+                         "evaluate with at least as many samples as the largest group")
+    out = {g: {level: float(np.mean(1.0 - reward_spread(grp["n"].to_numpy(), grp["correct"].to_numpy(), g)))
+               for level, grp in table.groupby("level")} for g in group_sizes}
+    return pd.DataFrame(out).rename_axis(index="level", columns="group size")
+
+
+def seed_band_table(values: Mapping[str, pd.DataFrame], digits: int | Mapping[str, int] = 3) -> pd.DataFrame:
+    """One ``run x column`` table of "mean [lowest, highest seed]" strings from ``run x seed`` tables.
+
+    ``values`` maps a column name to a table with one row per run and one column per seed (for
+    example :func:`rlnb.logs.tail_means`, or :func:`seed_values` stacked); ``digits`` rounds each column.
+    """
+    out = {}
+    for column, table in values.items():
+        d = digits if isinstance(digits, int) else digits[column]
+        out[column] = table.apply(lambda row: f"{row.mean():.{d}f} [{row.min():.{d}f}, {row.max():.{d}f}]", axis=1)
+    return pd.DataFrame(out)
+
+
+def beyond_bands(a: pd.Series, b: pd.Series) -> bool:
+    """True when every seed of one run is above every seed of the other: the difference exceeds the seed bands."""
+    if a.empty or b.empty:
+        raise ValueError("beyond_bands needs at least one seed on each side")
+    return bool(a.min() > b.max() or b.min() > a.max())
 
 
 def seed_values(table: pd.DataFrame, run: str, levels: int | Sequence[int], column: str = "pass@1") -> pd.Series:

@@ -17,7 +17,7 @@ advantage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -30,6 +30,9 @@ from rlnb.advantages import (
     w_reinforce_advantages,
 )
 from rlnb.trainers import RecordingGRPOConfig, RecordingGRPOTrainer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ESTIMATORS: dict[str, Callable[[torch.Tensor, int, "AdvantageConfig"], torch.Tensor]] = {
     "grpo": lambda r, g, c: grpo_advantages(r, g, c.scale_rewards),
@@ -109,3 +112,81 @@ class AdvantageGRPOTrainer(RecordingGRPOTrainer):
             bonus = (shaped - inputs["advantages"].unsqueeze(1)) * mask  # (B, T)
             self._metrics["train"]["entropy_shaping/mean"].append(float(bonus.sum() / mask.sum().clamp(min=1.0)))
         return super()._compute_loss(model, {**inputs, "advantages": shaped})
+
+
+# ---------------------------------------------------------------- ratio-based methods on one batch
+CLIP_METRICS = ("clip_ratio/region_mean", "cispo_clip_ratio")
+"""What TRL logs as the share of tokens (or, sequence-level, sequences) its clip or truncation changed."""
+UNCLIPPED = {"epsilon": 1e9, "epsilon_high": 1e9}
+"""GRPOConfig options that switch every ratio clip and CISPO's truncation off: a method's unclipped twin."""
+
+
+def loss_and_gradient(trainer: RecordingGRPOTrainer, inputs: dict[str, Any]) -> tuple[float, torch.Tensor, float]:
+    """TRL's loss of ``trainer`` on one training batch (as ``_generate_and_score_completions`` returns it),
+    its flat gradient over the model's parameters, and the clip share TRL logged for it (NaN when none)."""
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); the loss divides by it
+    trainer.model.zero_grad()
+    loss = trainer._compute_loss(trainer.model, dict(inputs))
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+                      for p in trainer.model.parameters()])  # (P,)
+    trainer.model.zero_grad()
+    logged = [trainer._metrics["train"][m][-1] for m in CLIP_METRICS if trainer._metrics["train"].get(m)]
+    return float(loss.detach()), grad, float(logged[-1]) if logged else float("nan")
+
+
+def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed: int = 0) -> pd.DataFrame:
+    """What each ratio-based method changes on one generation batch, on-policy and after one optimiser step.
+
+    ``configs`` maps a method name to its :class:`rlnb.train.RunConfig`; each is compared with its own twin
+    with :data:`UNCLIPPED` options (same loss, no clip or truncation). One batch of ``prompts`` prompts is
+    sampled by the base policy of the first config. *On-policy* the policy is the sampling one, so every
+    ratio is 1 (up to float noise between two forward passes); *off-policy* is after one AdamW step at the
+    run's learning rate on the first config's loss, as the second optimiser step of a generation batch
+    sees it. Returns one row per method and state: the clip share TRL logs, the relative change of the
+    gradient against the unclipped twin's, ``|g - g_unclipped| / |g_unclipped|``, and the batch's mean
+    and largest token |ratio - 1|.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from rlnb.train import RunConfig, build_trainer
+
+    names = list(configs)
+    pairs = {name: tuple(build_trainer(cfg, Path(work_dir) / f"{i}-{suffix}") for suffix, cfg in (
+        ("clipped", cfg), ("unclipped", RunConfig(**{**cfg.to_dict(), "grpo": {**cfg.grpo, **UNCLIPPED}}))))
+        for i, (name, cfg) in enumerate(configs.items())}
+    first = pairs[names[0]][0]
+    torch.manual_seed(seed)
+    rows_in = [first.train_dataset[i] for i in range(prompts) for _ in range(first.num_generations)]
+    first.model.train()  # TRL samples num_generations per prompt in training mode
+    inputs = first._generate_and_score_completions(rows_in)
+    if inputs.get("old_per_token_logps") is None:
+        raise ValueError("the batch has no old log-probs: give the configs steps_per_generation > 1, as TRL computes "
+                         "them only when a generation batch serves several optimiser steps")
+    mask = inputs["completion_mask"].bool()
+    rows = []
+    for state in ("on-policy (first step)", "off-policy (after one step)"):
+        if state.startswith("off"):
+            optimizer = torch.optim.AdamW(first.model.parameters(), lr=first.args.learning_rate)
+            first.model.train()
+            first.current_gradient_accumulation_steps = 1
+            first._compute_loss(first.model, dict(inputs)).backward()
+            optimizer.step()
+            first.model.zero_grad()
+            for pair in pairs.values():
+                for trainer in pair:
+                    if trainer is not first:
+                        trainer.model.load_state_dict(first.model.state_dict())
+        with torch.no_grad():
+            logps = first._get_per_token_logps_and_entropies(first.model, *first._model_inputs(inputs))[0]  # (B, T)
+        gap = (torch.exp(logps - inputs["old_per_token_logps"]) - 1).abs()[mask]
+        for name, (clipped, unclipped) in pairs.items():
+            _, grad, share = loss_and_gradient(clipped, inputs)
+            _, free, _ = loss_and_gradient(unclipped, inputs)
+            rows.append({"method": name, "state": state, "clip share": share,
+                         "gradient change vs unclipped": float((grad - free).norm() / free.norm().clamp(min=1e-30)),
+                         "mean |ratio - 1|": float(gap.mean()), "max |ratio - 1|": float(gap.max())})
+    return pd.DataFrame(rows)

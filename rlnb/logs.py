@@ -102,3 +102,22 @@ def slope_against_null(
     return {"slope": est, "lo": float(np.nanquantile(boot, 0.025)), "hi": float(np.nanquantile(boot, 0.975)),
             "null_lo": float(np.quantile(null, 0.025)), "null_hi": float(np.quantile(null, 0.975)),
             "p": float((np.abs(null) >= abs(est)).mean())}
+
+
+def loss_and_gradient(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per run, seed and step: the loss TRL logs and the gradient norm it backpropagates (``loss``, ``grad_norm``).
+
+    "My loss is 0": GRPO's logged loss sits near zero while the gradient does not
+    (:func:`rlnb.plots.loss_and_gradient` draws both, :func:`loss_gradient_summary` sums them up).
+    """
+    rows = metrics[metrics["metric"].isin(["loss", "grad_norm"])]
+    if rows.empty:
+        raise KeyError("no 'loss' or 'grad_norm' rows in the metrics")
+    return rows.pivot_table(index=["run", "seed", "step"], columns="metric", values="value").reset_index()
+
+
+def loss_gradient_summary(log: pd.DataFrame) -> pd.DataFrame:
+    """Per run of a :func:`loss_and_gradient` table: the median and largest |logged loss|, the median gradient norm."""
+    return log.groupby("run").agg(median_abs_loss=("loss", lambda v: v.abs().median()),
+                                   max_abs_loss=("loss", lambda v: v.abs().max()),
+                                   median_grad_norm=("grad_norm", "median"))

@@ -576,3 +576,21 @@ def reward_spread(n: ArrayLike, c: ArrayLike, group_size: int) -> float | np.nda
     spread = pass_at_k(n_arr, c_arr, group_size) + pass_at_k(n_arr, n_arr - c_arr, group_size) - 1.0
     spread = np.clip(spread, 0.0, 1.0)
     return float(spread) if np.ndim(n) == 0 and np.ndim(c) == 0 else spread
+
+
+def dynamic_sampling_cost(frac_zero_spread: ArrayLike, groups: int, group_size: int) -> float | np.ndarray:
+    """Expected completions DAPO's dynamic sampling generates to fill one batch of ``groups`` groups with spread.
+
+    Groups whose rewards are all equal are dropped and more are sampled until ``groups`` groups
+    with spread are in the batch. With a fraction ``f`` of groups without spread, the number of groups
+    drawn is negative-binomial with mean ``groups / (1 - f)``, so the cost is ``groups * group_size / (1 - f)``
+    completions (plain GRPO's ``groups * group_size`` when f = 0, infinite when f = 1: the batch never fills).
+    """
+    f = np.asarray(frac_zero_spread, dtype=float)
+    if np.any((f < 0) | (f > 1)) or np.any(np.isnan(f)):
+        raise ValueError(f"frac_zero_spread must lie in [0, 1], got {frac_zero_spread}")
+    if groups < 1 or group_size < 1:
+        raise ValueError(f"groups and group_size must be at least 1, got {groups} and {group_size}")
+    with np.errstate(divide="ignore"):
+        cost = np.where(f < 1, groups * group_size / np.where(f < 1, 1 - f, 1.0), np.inf)
+    return float(cost) if np.ndim(frac_zero_spread) == 0 else cost

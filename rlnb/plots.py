@@ -23,6 +23,9 @@ RUN_COLORS: dict[str, str] = {
     # notebook 03: entropy interventions
     "clip-higher": "#ff7f0e", "entropy bonus": "#e377c2", "80/20 mask": "#bcbd22",
     "Clip-Cov": "#9467bd", "KL-Cov": "#8c564b",
+    # notebook 06: the GRPO family (DAPO is clip-higher plus the token-level loss)
+    "GRPO": "#1f77b4", "DAPO": "#ff7f0e", "GSPO": "#637939", "CISPO": "#8c6d31", "NSR": "#843c39",
+    "W-REINFORCE": "#7b4173", "pass@4": "#393b79", "entropy-shaped": "#de9ed6",
 }
 """One colour per run name for the whole series, so a method looks the same in every notebook's figures.
 
@@ -183,3 +186,16 @@ def seed_band(
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
     ax.legend(fontsize="small")
     return ax
+
+
+def loss_and_gradient(log: pd.DataFrame, axes=None):
+    """Two panels from :func:`rlnb.logs.loss_and_gradient`: the logged loss and the gradient norm per step,
+    one thin line per run and seed, coloured by run."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(13, 3.6))[1]
+    for (run, _), grp in log.groupby(["run", "seed"]):
+        axes[0].plot(grp["step"], grp["loss"], color=run_color(run), lw=0.7, alpha=0.7)
+        axes[1].plot(grp["step"], grp["grad_norm"], color=run_color(run), lw=0.7, alpha=0.7)
+    axes[0].set(xlabel="step", ylabel="logged loss", title="the loss TRL logs")
+    axes[1].set(xlabel="step", ylabel="gradient norm (before clipping)", title="the gradient it backpropagates",
+                yscale="log")
+    return axes

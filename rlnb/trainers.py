@@ -67,6 +67,29 @@ def reduce_like_trl(
     raise ValueError(f"loss_type {loss_type!r} is not supported here: use grpo, bnpo, dr_grpo or dapo")
 
 
+def accumulation_weights(mask: torch.Tensor, loss_type: str, accumulation: int, max_completion_length: int) -> torch.Tensor:
+    """Each token's weight in the gradient of one optimiser step, when the (B, T) batch ``mask`` is split into
+    ``accumulation`` equal micro-batches of consecutive rows, each reduced as TRL 1.16 does (:func:`reduce_like_trl`).
+
+    The weight of token (i, t) is d(loss) / d(per-token loss at i, t), summed over the micro-batches, with
+    TRL's defaults: ``gradient_accumulation_steps = steps_per_generation = accumulation``, so ``dapo``'s
+    ``num_items_in_batch`` counts the tokens of the whole batch. A loss type whose weights change with
+    ``accumulation`` trains differently on the same data: the gradient-accumulation trap.
+    """
+    rows = mask.size(0)
+    if accumulation < 1 or rows % accumulation:
+        raise ValueError(f"{rows} rows do not split into {accumulation} equal micro-batches")
+    per_token = torch.zeros(mask.shape, dtype=torch.float64, requires_grad=True)
+    mask = mask.to(torch.float64)
+    size = rows // accumulation
+    total = sum(
+        reduce_like_trl(per_token[i:i + size], mask[i:i + size], loss_type, max_completion_length=max_completion_length,
+                        accumulation=accumulation, items_normalizer=mask.sum().clamp(min=1.0))
+        for i in range(0, rows, size))
+    (weights,) = torch.autograd.grad(total, per_token)
+    return weights * mask  # (B, T); padding carries no weight
+
+
 @dataclass
 class RecordingGRPOConfig(GRPOConfig):
     """TRL's ``GRPOConfig`` plus what the recording trainer needs; each method's config subclasses it.

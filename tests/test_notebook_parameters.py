@@ -38,7 +38,7 @@ def assigned_literals(source: str) -> dict[str, object]:
 
 
 def test_notebooks_are_found():
-    assert len(NOTEBOOKS) >= 6
+    assert len(NOTEBOOKS) >= 7
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,0 +1,100 @@
+"""Notebook 06's pieces: one switch per method, the ratio methods on one batch, accumulation weights,
+zero-spread groups, dynamic sampling's cost, and the seed-band table."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rlnb.evaluate import beyond_bands, per_seed_levels, seed_band_table, zero_spread
+from rlnb.experiments import (GRPO_FAMILY_METHODS, RATIO_METHODS, grpo_family_base_config, grpo_family_config,
+                              grpo_family_job)
+from rlnb.grpo_family import ratio_effect
+from rlnb.logs import loss_and_gradient, loss_gradient_summary
+from rlnb.metrics import dynamic_sampling_cost
+from rlnb.train import RunConfig
+from rlnb.trainers import accumulation_weights
+
+
+def test_each_method_is_one_switch_on_the_shared_settings():
+    base = grpo_family_base_config("ci", 1).to_dict()
+    assert base["grpo"]["steps_per_generation"] == 2 and list(base["levels"]) == [3, 4] and base["num_generations"] == 16
+    for name, switch in GRPO_FAMILY_METHODS.items():
+        cfg = grpo_family_config("ci", name, 1).to_dict()
+        changed = {k for k in base if cfg[k] != base[k]}
+        assert changed <= set(switch) | {"grpo", "method_options"}, (name, changed)
+        assert cfg["grpo"] == {**base["grpo"], **switch.get("grpo", {})}
+        assert cfg["method_options"] == switch.get("method_options", {})
+    assert grpo_family_config("ci", "GRPO", 1).to_dict() == base
+    assert set(RATIO_METHODS) < set(GRPO_FAMILY_METHODS)
+    assert grpo_family_job("ci", "pass@4", 0).name == "pass-at-4"
+    with pytest.raises(ValueError, match="unknown GRPO-family method 'PPO'"):
+        grpo_family_config("ci", "PPO")
+
+
+def test_accumulation_weights_by_hand():
+    # 4 rows of lengths 1, 2, 3, 2 (8 tokens); split into 2 micro-batches: rows 0-1 (3 tokens), rows 2-3 (5 tokens).
+    mask = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.float64)
+    lengths = mask.sum(1, keepdim=True)
+    for acc in (1, 2, 4):
+        torch.testing.assert_close(accumulation_weights(mask, "dapo", acc, 3), mask / 8)
+        torch.testing.assert_close(accumulation_weights(mask, "grpo", acc, 3), mask / (4 * lengths))
+        torch.testing.assert_close(accumulation_weights(mask, "dr_grpo", acc, 3), mask / (4 * 3))
+    torch.testing.assert_close(accumulation_weights(mask, "bnpo", 1, 3), mask / 8)
+    by_hand = torch.cat([mask[:2] / (2 * 3), mask[2:] / (2 * 5)])  # each micro-batch's own tokens, / accumulation
+    torch.testing.assert_close(accumulation_weights(mask, "bnpo", 2, 3), by_hand)
+    with pytest.raises(ValueError, match="4 rows do not split into 3 equal micro-batches"):
+        accumulation_weights(mask, "dapo", 3, 3)
+
+
+def test_dynamic_sampling_cost():
+    assert dynamic_sampling_cost(0.0, 4, 16) == 64
+    assert dynamic_sampling_cost(0.75, 4, 16) == 256
+    np.testing.assert_allclose(dynamic_sampling_cost(np.array([0.5, 1.0]), 2, 8), [32, np.inf])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        dynamic_sampling_cost(1.5, 4, 16)
+
+
+def test_zero_spread_by_hand():
+    # Level 3: one problem 1 of 2 right (a group of 2 has spread with probability 1); level 4: never right.
+    table = pd.DataFrame({"level": [3, 4, 4], "n": [2, 2, 2], "correct": [1, 0, 0]})
+    out = zero_spread(table, [1, 2])
+    assert out.loc[3, 1] == 1.0 and out.loc[3, 2] == 0.0 and (out.loc[4] == 1.0).all()
+    with pytest.raises(ValueError, match="exceed the 2 samples per problem"):
+        zero_spread(table, [4])
+
+
+def test_seed_bands_and_pass_at_k_per_seed():
+    table = pd.DataFrame({"level": [3, 3], "n": [4, 4], "correct": [1, 4], "steps": [0, 4], "mean_length": [5.0, 5.0]})
+    out = per_seed_levels({("a", 0): table}, ks=(1, 2))
+    assert math.isclose(out["pass@1"].iloc[0], 5 / 8) and math.isclose(out["pass@2"].iloc[0], (0.5 + 1) / 2)
+    values = {"x": pd.DataFrame({0: [0.1, 0.5], 1: [0.3, 0.7]}, index=["a", "b"])}
+    assert seed_band_table(values, 2).loc["a", "x"] == "0.20 [0.10, 0.30]"
+    assert beyond_bands(pd.Series([0.5, 0.7]), pd.Series([0.1, 0.3]))
+    assert not beyond_bands(pd.Series([0.5, 0.7]), pd.Series([0.1, 0.6]))
+
+
+def test_loss_and_gradient_from_the_logs():
+    metrics = pd.DataFrame({"run": "r", "seed": 0, "step": [1, 1, 2, 2], "metric": ["loss", "grad_norm"] * 2,
+                            "level": None, "value": [0.01, 2.0, -0.03, 4.0]})
+    log = loss_and_gradient(metrics)
+    assert list(log["loss"]) == [0.01, -0.03] and list(log["grad_norm"]) == [2.0, 4.0]
+    summary = loss_gradient_summary(log).loc["r"]
+    assert math.isclose(summary["median_abs_loss"], 0.02) and summary["max_abs_loss"] == 0.03
+    assert summary["median_grad_norm"] == 3.0
+
+
+def test_ratio_methods_do_nothing_on_policy(tmp_path):
+    tiny = dict(max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24, learning_rate=1e-2,
+                levels=(3,))
+    configs = {name: grpo_family_config("ci", name, 0, **tiny) for name in ("GRPO",) + RATIO_METHODS}
+    out = ratio_effect(configs, tmp_path, prompts=2).set_index(["method", "state"])
+    on, off = "on-policy (first step)", "off-policy (after one step)"
+    assert out.loc[("GRPO", on), "max |ratio - 1|"] < 1e-5 < out.loc[("GRPO", off), "mean |ratio - 1|"]
+    for name in RATIO_METHODS:
+        assert out.loc[(name, on), "clip share"] == 0
+        assert out.loc[(name, on), "gradient change vs unclipped"] < 1e-4
+    # After a large step, GSPO's sequence-ratio clip (3e-4 / 4e-4) cuts sequences and changes the gradient.
+    assert out.loc[("GSPO", off), "clip share"] > 0 and out.loc[("GSPO", off), "gradient change vs unclipped"] > 1e-2
