@@ -35,7 +35,7 @@ NOTEBOOK = "sweep_lora_lr"
 
 def jobs(ranks: list[int], lora_rates: list[float], full_rates: list[float], seeds: list[int], steps: int):
     """One :class:`rlnb.seeds.RunJob` per (convention, rank, rate, seed), and full fine-tuning's."""
-    from rlnb.experiments import lora_rl_config
+    from rlnb.experiments import LORA_DROPOUT, lora_rl_config
     from rlnb.lora import lora_options
     from rlnb.seeds import RunJob
 
@@ -47,7 +47,8 @@ def jobs(ranks: list[int], lora_rates: list[float], full_rates: list[float], see
         for convention, alpha_of in (("alpha=4r", lambda r: 4.0 * r), ("alpha=32", lambda r: 32.0)):
             for rank in ranks:
                 for lr in lora_rates:
-                    cfg = lora_rl_config("ci", seed, rank, lr, max_steps=steps, lora=lora_options(rank, alpha_of(rank)))
+                    cfg = lora_rl_config("ci", seed, rank, lr, max_steps=steps,
+                                         lora=lora_options(rank, alpha_of(rank), LORA_DROPOUT))
                     out.append(((convention, rank, alpha_of(rank), lr, seed), RunJob(cfg, NOTEBOOK, f"r{rank}-{convention}")))
     return out
 

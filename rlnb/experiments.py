@@ -46,9 +46,27 @@ def zero_rl_config(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, *
     steps, lr = {"ci": (60, 1e-4), "full": (1000, 5e-5)}[preset]
     params = dict(preset=preset, seed=seed, loss_type=loss_type, scale_rewards=LOSS_TYPES[loss_type],
                   levels=(3, 4), max_steps=steps, learning_rate=lr, prompts_per_step=4,
-                  num_generations=16, max_completion_length=48, save_steps=steps // 4, grpo=dict(CHECKPOINTS_KEPT))
+                  num_generations=16, max_completion_length=48, grpo=dict(CHECKPOINTS_KEPT))
     params.update(overrides)
+    params.setdefault("save_steps", max(1, params["max_steps"] // 4))  # four checkpoints of the run's own length
     return RunConfig(**params)
+
+
+def two_step_zero_rl_config(preset: str, seed: int, tiny: dict, **overrides) -> RunConfig:
+    """Zero-RL with two optimiser steps per generation batch (``steps_per_generation=2``, verl/DAPO's
+    mini-batch layout): the second step of each batch is off-policy, so the ratio-based methods and
+    KL-Cov have ratios to act on (fully on-policy every PPO ratio is exactly 1).
+
+    ``tiny`` holds the tiny world's settings (ignored by the ``gpu`` preset, which keeps zero-RL's
+    real-model settings); ``overrides`` come last, ``grpo`` options merged and ``loss_type`` switched
+    without touching the reward scaling of zero-RL's ``grpo`` (DAPO's and CISPO's losses).
+    """
+    check_preset(preset)
+    params = {} if preset == "gpu" else dict(tiny)
+    grpo = {"steps_per_generation": 2, **overrides.pop("grpo", {})}
+    loss_type = overrides.pop("loss_type", "grpo")
+    params.update(overrides)
+    return replace(zero_rl_config(preset, "grpo", seed, **params, grpo=grpo), loss_type=loss_type)
 
 
 def zero_rl(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, **overrides) -> TrainedRun:
@@ -68,10 +86,21 @@ LORA_RATES: dict[int, float] = {1: 1e-3, 4: 1e-3, 32: 1e-3}
 rank, which is 1e-3 for every rank (3-digit training accuracy over steps 21-30, one seed: r1 0.91 / 0.93 /
 0.72, r4 0.94 / 0.95 / 0.59, r32 0.93 / 0.96 / 0.49), ten times full fine-tuning's best (1e-4, of 5e-5 to
 1e-3). Under alpha = 4 r the best rate falls with the rank instead: 3e-3, 1e-3 and 3e-4 for r1, r4, r32."""
+LORA_DROPOUT = 0.0
+"""lora_dropout of notebook 05's tiny-world runs (Tina's recipe, kept for the gpu preset, uses 0.05). Dropout
+active while TRL samples makes the sampling policy a noisy copy of the one the loss scores, so even the
+on-policy ratio is not 1 (TRL's ``disable_dropout`` exists for this); it also took 18% of a LoRA step here
+(profile of 8 steps at rank 4, one thread: 3.4 of 18.9 s)."""
+LORA_STEPS = {"ci": 45, "full": 1000}
+"""Steps of a LoRA run; ``ci`` stops at full fine-tuning's third checkpoint (step 45 of 60), where the
+notebook compares the two, so that two seeds of three ranks fit its eight minutes."""
 FORMAT_TRANSITION = {"rank": 4, "format_reward": "worked", "format_reward_weight": 0.5}
 """Notebook 05's format-transition run: the format reward asks for worked steps, which the base rarely
 writes (Tina's think-then-answer format starts low the same way), at half the accuracy reward's weight
 (Tina: 1 to 2)."""
+FORMAT_TRANSITION_STEPS = {"ci": 30, "full": 500}
+"""Steps of the format-transition run: on ``ci`` format and accuracy both pass 0.5 by step 16 (last
+measured), so 30 steps show the rise and the plateau."""
 TINA_PARAMS = "notebooks/params/gpu/05_lora_grpo_tina.yaml"
 
 
@@ -95,7 +124,8 @@ def lora_rl_config(
         if learning_rate is None and rank not in LORA_RATES:
             raise ValueError(f"no measured learning rate for LoRA rank {rank}: pass learning_rate, or add the rank "
                              f"to LORA_RATES (measured: {sorted(LORA_RATES)}) with benchmarks/sweep_lora_lr.py")
-        params.update(lora=lora_options(rank, LORA_ALPHA), learning_rate=learning_rate or LORA_RATES[rank])
+        params.update(lora=lora_options(rank, LORA_ALPHA, LORA_DROPOUT), learning_rate=learning_rate or LORA_RATES[rank],
+                      max_steps=LORA_STEPS[preset], save_steps=zero_rl_config(preset).save_steps)  # full FT's checkpoints
     elif learning_rate is not None:
         params["learning_rate"] = learning_rate
     params.update(overrides)
@@ -109,6 +139,14 @@ def lora_job(preset: str = "ci", seed: int = 0, rank: int | None = None, name: s
     if rank is None and not overrides:
         return RunJob(cfg, ZERO_RL_NOTEBOOK, "grpo")
     return RunJob(cfg, LORA_NOTEBOOK, name or ("full" if rank is None else f"lora-r{rank}"))
+
+
+def format_transition_job(preset: str = "ci", seed: int = 0) -> RunJob:
+    """Notebook 05's format-transition run (:data:`FORMAT_TRANSITION`, :data:`FORMAT_TRANSITION_STEPS`)."""
+    check_preset(preset)
+    options = {k: v for k, v in FORMAT_TRANSITION.items() if k != "rank"}
+    return lora_job(preset, seed, FORMAT_TRANSITION["rank"], name=f"lora-r{FORMAT_TRANSITION['rank']}-worked-format",
+                    max_steps=FORMAT_TRANSITION_STEPS[preset], **options)
 
 
 def lora_rl(preset: str = "ci", seed: int = 0, rank: int | None = None, **overrides) -> TrainedRun:
@@ -210,14 +248,10 @@ def entropy_baseline_config(preset: str = "ci", seed: int = 0, **overrides) -> R
     on its own batch (``measure_entropy_change``), the left side of Cui et al.'s first-order law.
     """
     check_preset(preset)
-    params: dict = {"grpo": {"steps_per_generation": 2}}
-    if preset != "gpu":  # the gpu preset keeps zero-RL's real-model settings (configs/zero_rl_math_1.5b.yaml)
-        params.update(levels=levels_in("inside"), max_steps={"ci": 40, "full": 600}[preset], learning_rate=1e-4, save_steps=50,
-                      format_reward_weight=0.1)
-    grpo = {**params.pop("grpo"), **overrides.pop("grpo", {})}
+    tiny = {} if preset == "gpu" else dict(levels=levels_in("inside"), max_steps={"ci": 40, "full": 600}[preset],
+                                            learning_rate=1e-4, save_steps=50, format_reward_weight=0.1)
     options = {"measure_entropy_change": True, **overrides.pop("method_options", {})}
-    params.update(overrides)
-    return zero_rl_config(preset, "grpo", seed, **params, grpo=grpo, method_options=options)
+    return two_step_zero_rl_config(preset, seed, tiny, method_options=options, **overrides)
 
 
 def entropy_intervention_config(preset: str = "ci", name: str = "baseline", seed: int = 0) -> RunConfig:
@@ -333,10 +367,18 @@ GRPO_FAMILY_METHODS: dict[str, dict] = {
     "W-REINFORCE": {"method": "advantage", "method_options": {"advantage": "w_reinforce", "positive_weight": 0.1}},
     "pass@4": {"method": "advantage", "method_options": {"advantage": "pass_at_k", "pass_k": 4}},
     "entropy-shaped": {"method": "advantage", "method_options": {"entropy_alpha": 0.4, "entropy_kappa": 2.0}},
+    # DAPO with its dynamic sampling: zero-spread groups dropped and refilled with new prompts, at most 4 generation
+    # rounds per batch (rlnb.trainers.RecordingGRPOTrainer.dynamic_sampling_batch); logs dynamic_sampling/generations
+    "DAPO-DS": {"loss_type": "dapo", "grpo": {"epsilon_high": 0.28},
+                "method_options": {"dynamic_sampling": True, "dynamic_sampling_max_rounds": 4}},
+    # GMPO through TRL's experimental GMPOTrainer: the geometric mean of the token ratios, each log-ratio clipped to
+    # the paper's (and TRL's default) range [-0.4, 0.4]; its loss is a plain mean over sequences (loss_type unused)
+    "GMPO": {"method": "gmpo", "grpo": {"epsilon": 0.4, "epsilon_high": 0.4}},
 }
 """Notebook 06's methods, each a single switch on :func:`grpo_family_base_config`: TRL's own options
-(DAPO, GSPO, CISPO) or an advantage of :mod:`rlnb.advantages` through the trainer's hook."""
-RATIO_METHODS = ("DAPO", "GSPO", "CISPO")
+(DAPO, GSPO, CISPO, GMPO), an advantage of :mod:`rlnb.advantages` through the trainer's hook, or the recording
+trainer's dynamic sampling (DAPO-DS)."""
+RATIO_METHODS = ("DAPO", "GSPO", "CISPO", "GMPO")
 """The methods that act through the importance ratio pi_theta / pi_old, and so only off-policy."""
 
 
@@ -348,17 +390,14 @@ def grpo_family_base_config(preset: str = "ci", seed: int = 0, **overrides) -> R
 
     ``ci``: 16 steps (8 generation batches), so that seven methods x three seeds fit the notebook's six
     minutes on two cores (probe, seed 0: held-out pass@1 on 3 digits 0.83-0.91 after 16 steps for GRPO,
-    DAPO, GSPO, CISPO and NSR, from the base's 0.2; about 21 s of training a run on one thread).
+    DAPO, GSPO, CISPO and NSR, from the base's 0.2; about 21 s of training a run on one thread). DAPO-DS
+    and GMPO came later: seed 0 on one thread trained in 37 s (DAPO-DS, 2,560 completions in 2-3 rounds per
+    batch) and 19 s (GMPO) against GRPO's 19 s.
     """
     check_preset(preset)
-    params: dict = {"grpo": {"steps_per_generation": 2}}
-    if preset != "gpu":  # the gpu preset keeps zero-RL's real-model settings
-        params.update(max_steps={"ci": 16, "full": 200}[preset], save_steps={"ci": 16, "full": 50}[preset],
-                      format_reward_weight=0.1)
-    grpo = {**params.pop("grpo"), **overrides.pop("grpo", {})}
-    loss_type = overrides.pop("loss_type", "grpo")  # zero-RL's grpo unless a method switches it (DAPO, CISPO)
-    params.update(overrides)
-    return replace(zero_rl_config(preset, "grpo", seed, **params, grpo=grpo), loss_type=loss_type)
+    tiny = {} if preset == "gpu" else dict(max_steps={"ci": 16, "full": 200}[preset],
+                                            save_steps={"ci": 16, "full": 50}[preset], format_reward_weight=0.1)
+    return two_step_zero_rl_config(preset, seed, tiny, **overrides)
 
 
 def grpo_family_config(preset: str = "ci", method: str = "GRPO", seed: int = 0, **overrides) -> RunConfig:

@@ -8,6 +8,10 @@ entropy-shaped advantage on top of the chosen one (:func:`rlnb.advantages.entrop
 TRL's loss accepts (B, T) advantages, so the trainer passes it the shaped ones, computed from the
 current policy's token entropies on the same micro-batch.
 
+GMPO (Zhao et al. 2025, Geometric-Mean Policy Optimization) changes the loss, not the advantage: it is TRL's
+own ``trl.experimental.gmpo.GMPOTrainer._compute_loss`` under the recording trainer
+(:class:`RecordingGMPOTrainer`, ``RunConfig.method="gmpo"``).
+
 A note for reading the official code beside this: the PSR/NSR/W-REINFORCE code (verl) averages its
 clipped policy loss over the tokens of the micro-batch (TRL's ``loss_type="bnpo"``), and the pass@k code
 replaces only the advantage computation; here too the loss is the run's ``loss_type``, whatever the
@@ -16,10 +20,12 @@ advantage.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+from trl.import_utils import TRLExperimentalWarning
 
 from rlnb.advantages import (
     entropy_shaped_advantages,
@@ -30,6 +36,10 @@ from rlnb.advantages import (
     w_reinforce_advantages,
 )
 from rlnb.trainers import RecordingGRPOConfig, RecordingGRPOTrainer
+
+with warnings.catch_warnings():  # TRL's notice that experimental APIs may change: the version is pinned, and
+    warnings.simplefilter("ignore", TRLExperimentalWarning)  # tests/test_grpo_family_methods.py checks the class
+    from trl.experimental.gmpo import GMPOConfig, GMPOTrainer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,6 +124,38 @@ class AdvantageGRPOTrainer(RecordingGRPOTrainer):
         return super()._compute_loss(model, {**inputs, "advantages": shaped})
 
 
+# ---------------------------------------------------------------- GMPO: TRL's loss, recorded
+@dataclass
+class RecordingGMPOConfig(RecordingGRPOConfig, GMPOConfig):
+    """TRL's ``GMPOConfig`` with the recording trainer's fields.
+
+    ``epsilon`` is declared again because the dataclass fields of the first base (``RecordingGRPOConfig``,
+    whose ``epsilon`` is GRPOConfig's 0.2) would otherwise override GMPOConfig's 0.4.
+    """
+
+    epsilon: float = field(default=0.4, metadata={
+        "help": "GMPO: lower clip of the per-token log-ratio, so the ratio's lower bound is exp(-epsilon); "
+                "epsilon_high (default: epsilon) the upper, exp(epsilon_high). The paper's range is "
+                "(exp(-0.4), exp(0.4)), TRL's GMPOConfig default"})
+
+
+class RecordingGMPOTrainer(RecordingGRPOTrainer, GMPOTrainer):
+    r"""GMPO as TRL 1.16 implements it (``trl.experimental.gmpo``), with the recording trainer's metrics.
+
+    GMPO maximises the geometric mean of the token ratios instead of their arithmetic mean:
+    :math:`\mathcal J = \frac1G\sum_i \hat A_i \exp\big(\frac{1}{|o_i|}\sum_t
+    \operatorname{clip}_\pm(\log\rho_{i,t})\big)`, each log-ratio clipped sign-aware to
+    :math:`[-\epsilon_\text{low}, \epsilon_\text{high}]` in log space, then a plain mean over sequences
+    (``loss_type`` is not used). The MRO is this class, ``RecordingGRPOTrainer``, ``GMPOTrainer``,
+    ``GRPOTrainer``: the recording trainer's ``_compute_loss`` calls ``super()``, which is GMPO's, and
+    GMPO's forward goes through the recorder's ``_get_per_token_logps_and_entropies``, so the token
+    diagnostics are recorded on GMPO's own forward. Rollouts, advantages (the hook) and dynamic
+    sampling are the recording trainer's.
+    """
+
+    config_class = RecordingGMPOConfig
+
+
 # ---------------------------------------------------------------- ratio-based methods on one batch
 CLIP_METRICS = ("clip_ratio/region_mean", "cispo_clip_ratio")
 """What TRL logs as the share of tokens (or, sequence-level, sequences) its clip or truncation changed."""
@@ -121,7 +163,7 @@ UNCLIPPED = {"epsilon": 1e9, "epsilon_high": 1e9}
 """GRPOConfig options that switch every ratio clip and CISPO's truncation off: a method's unclipped twin."""
 
 
-def loss_and_gradient(trainer: RecordingGRPOTrainer, inputs: dict[str, Any]) -> tuple[float, torch.Tensor, float]:
+def batch_loss_and_gradient(trainer: RecordingGRPOTrainer, inputs: dict[str, Any]) -> tuple[float, torch.Tensor, float]:
     """TRL's loss of ``trainer`` on one training batch (as ``_generate_and_score_completions`` returns it),
     its flat gradient over the model's parameters, and the clip share TRL logged for it (NaN when none)."""
     trainer.model.train()
@@ -184,8 +226,8 @@ def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed:
             logps = first._get_per_token_logps_and_entropies(first.model, *first._model_inputs(inputs))[0]  # (B, T)
         gap = (torch.exp(logps - inputs["old_per_token_logps"]) - 1).abs()[mask]
         for name, (clipped, unclipped) in pairs.items():
-            _, grad, share = loss_and_gradient(clipped, inputs)
-            _, free, _ = loss_and_gradient(unclipped, inputs)
+            _, grad, share = batch_loss_and_gradient(clipped, inputs)
+            _, free, _ = batch_loss_and_gradient(unclipped, inputs)
             rows.append({"method": name, "state": state, "clip share": share,
                          "gradient change vs unclipped": float((grad - free).norm() / free.norm().clamp(min=1e-30)),
                          "mean |ratio - 1|": float(gap.mean()), "max |ratio - 1|": float(gap.max())})

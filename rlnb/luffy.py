@@ -284,6 +284,9 @@ class LuffyConfig(RecordingGRPOConfig):
                              f"(got {self.scale_rewards!r})")
         if self.shaping_gamma <= 0:
             raise ValueError(f"shaping_gamma must be positive, got {self.shaping_gamma}")
+        if self.dynamic_sampling:
+            raise ValueError("dynamic_sampling is not supported with LUFFY: its refill rounds would splice the "
+                             "first round's expert traces into groups of other prompts")
 
 
 GENERATE_FIELDS = ("prompt_ids", "completion_ids", "tool_mask", "completions", "logprobs", "extra_fields",

@@ -26,6 +26,7 @@ RUN_COLORS: dict[str, str] = {
     # notebook 06: the GRPO family (DAPO is clip-higher plus the token-level loss)
     "GRPO": "#1f77b4", "DAPO": "#ff7f0e", "GSPO": "#637939", "CISPO": "#8c6d31", "NSR": "#843c39",
     "W-REINFORCE": "#7b4173", "pass@4": "#393b79", "entropy-shaped": "#de9ed6",
+    "DAPO-DS": "#ffbb78", "GMPO": "#b5cf6b",  # DAPO's lighter shade (DAPO plus dynamic sampling); GSPO's (a sequence ratio)
 }
 """One colour per run name for the whole series, so a method looks the same in every notebook's figures.
 

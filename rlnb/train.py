@@ -52,6 +52,7 @@ METHODS: dict[str, str] = {
     "cov": "rlnb.entropy_control:CovGRPOTrainer",  # Clip-Cov / KL-Cov (notebook 03)
     "luffy": "rlnb.luffy:LuffyGRPOTrainer",  # mixed-policy GRPO (notebook 02)
     "advantage": "rlnb.grpo_family:AdvantageGRPOTrainer",  # GRPO with a chosen advantage estimator
+    "gmpo": "rlnb.grpo_family:RecordingGMPOTrainer",  # TRL's experimental GMPO loss, recorded
 }
 """Trainers are imported only when a run asks for them."""
 
@@ -75,7 +76,8 @@ class RunConfig:
 
     method: str = field(default="grpo", metadata=_help(
         f"trainer: one of {sorted(METHODS)} (GRPO, GRPO with Clip-Cov/KL-Cov, LUFFY mixed-policy GRPO, "
-        "GRPO with the advantage estimator of rlnb.advantages chosen by method_options['advantage'])"))
+        "GRPO with the advantage estimator of rlnb.advantages chosen by method_options['advantage'], "
+        "TRL's GMPO)"))
     model: str = field(default=TINY, metadata=_help(
         f"base model: a hub id, a local save_pretrained folder, or {TINY!r} for the shipped tiny model"))
     preset: str = field(default="ci", metadata=_help(
@@ -114,8 +116,8 @@ class RunConfig:
         "any other GRPOConfig options, applied last, e.g. {epsilon_high: 0.28} or {use_vllm: true}"))
     method_options: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "fields of the method's config class (a GRPOConfig subclass: rlnb.luffy.LuffyConfig, "
-        "rlnb.entropy_control.CovConfig, rlnb.grpo_family.AdvantageConfig, rlnb.trainers.RecordingGRPOConfig), "
-        "e.g. LUFFY's {expert_traces: 1}"))
+        "rlnb.entropy_control.CovConfig, rlnb.grpo_family.AdvantageConfig, rlnb.grpo_family.RecordingGMPOConfig, "
+        "rlnb.trainers.RecordingGRPOConfig), e.g. LUFFY's {expert_traces: 1} or DAPO's {dynamic_sampling: true}"))
     lora: dict[str, Any] | None = field(default=None, metadata=_help(
         "PEFT LoraConfig options (r, lora_alpha, lora_dropout, target_modules) to train a LoRA "
         "adapter; null trains all weights"))

@@ -7,6 +7,10 @@ distribution and the covariance between token log-probability and advantage
 (Cui et al. 2025). :class:`TidyMetricsCallback` appends every logged value to a
 tidy ``metrics.csv`` (``step, metric, level, value``) as it is logged, so an
 interrupted run loses nothing it had logged.
+
+One option changes what is trained on: ``dynamic_sampling`` (DAPO, Yu et al. 2025), which TRL 1.16
+lacks. Groups whose rewards are all equal are dropped from the generation batch and replaced by
+groups of new training prompts (:meth:`RecordingGRPOTrainer.dynamic_sampling_batch`).
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import nanstd
 
 from rlnb.advantages import grpo_advantages
 from rlnb.evaluate import level_number
@@ -104,11 +110,26 @@ class RecordingGRPOConfig(GRPOConfig):
     measure_entropy_change: bool = field(default=False, metadata={
         "help": "log entropy_change: the mean token entropy on each step's own batch after its update minus "
                 "before it (one extra forward pass per step; the quantity of Cui et al.'s first-order law)"})
+    dynamic_sampling: bool = field(default=False, metadata={
+        "help": "DAPO's dynamic sampling (Yu et al. 2025): drop every group whose summed rewards are all equal "
+                "(zero advantage under a group baseline, so no gradient) and refill the generation batch with "
+                "groups of new training prompts, one generation round of as many prompts as the batch holds at a "
+                "time; logs dynamic_sampling/* (see RecordingGRPOTrainer.dynamic_sampling_batch). Training only, "
+                "one process. Estimators without a group baseline (psr, nsr, w_reinforce) do get a gradient from "
+                "such groups, which this drops all the same"})
+    dynamic_sampling_max_rounds: int = field(default=4, metadata={
+        "help": "DAPO's max_num_gen_batches: at most this many generation rounds per generation batch, the first "
+                "included (1: no refill). When the last round still leaves the batch short, zero-spread groups "
+                "(the earliest generated) fill it and are counted in dynamic_sampling/filled_groups, where "
+                "DAPO's code raises an error"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sample_every < 1:
             raise ValueError(f"sample_every must be at least 1, got {self.sample_every}")
+        if self.dynamic_sampling_max_rounds < 1:
+            raise ValueError("dynamic_sampling_max_rounds must be at least 1 (the first generation round), "
+                             f"got {self.dynamic_sampling_max_rounds}")
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("the recording trainers compute advantages from the weighted sum of the rewards "
                              "(RecordingGRPOTrainer.compute_advantages): multi_objective_aggregation must be "
@@ -136,6 +157,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
         self._last_logps_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
         self._entropy_probe: _EntropyProbe | None = None
         self._rewards_per_func: torch.Tensor | None = None
+        self._refill_prompt_keys: list[str] | None = None  # the training prompts as text, read on first refill
 
     # ------------------------------------------------------------------ loss reduction
     def reduce_per_token(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
@@ -216,6 +238,14 @@ class RecordingGRPOTrainer(GRPOTrainer):
         TRL's log of the completions' advantages (``_logs["advantages"]``, its completions table) is
         rewritten with these, so it shows what the loss used; its reward metrics do not depend on them.
         """
+        group_size = self.num_generations if self.model.training else self.num_generations_eval
+        all_advantages = torch.nan_to_num(self.compute_advantages(self._summed_rewards(), group_size), nan=0.0)
+        self._relog_advantages(all_advantages)
+        start = self.accelerator.process_index * local_rows
+        return all_advantages[start:start + local_rows]
+
+    def _summed_rewards(self) -> torch.Tensor:
+        """(N_all,) the weighted sum of the reward functions TRL just computed (NaN where none scored), consumed."""
         if self._rewards_per_func is None:
             raise RuntimeError("TRL scored the completions without _calculate_rewards: the advantage hook "
                                "needs TRL 1.16's data flow (see RecordingGRPOTrainer.compute_advantages)")
@@ -223,22 +253,123 @@ class RecordingGRPOTrainer(GRPOTrainer):
         weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
         rewards = (rewards_per_func * weights).nansum(dim=1)  # (N_all,)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        group_size = self.num_generations if self.model.training else self.num_generations_eval
-        all_advantages = torch.nan_to_num(self.compute_advantages(rewards, group_size), nan=0.0)
+        return rewards
+
+    def _relog_advantages(self, advantages: torch.Tensor) -> None:
+        """Replace the newest entries of TRL's completions log (``_logs["advantages"]``) with ``advantages``."""
         logged = self._logs["advantages"]
-        for _ in range(min(len(all_advantages), len(logged))):
+        for _ in range(min(len(advantages), len(logged))):
             logged.pop()
-        logged.extend(all_advantages.tolist())
-        start = self.accelerator.process_index * local_rows
-        return all_advantages[start:start + local_rows]
+        logged.extend(advantages.tolist())  # a deque of the last generation batch's length: older entries fall out
 
     # ------------------------------------------------------------------ rollouts
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.args.dynamic_sampling and self.model.training:
+            return self.dynamic_sampling_batch(inputs)
         output = super()._generate_and_score_completions(inputs)
         output["advantages"] = self._hooked_advantages(len(inputs))
         if self.model.training:
             self._record_rollouts(inputs, output)
         return output
+
+    # ------------------------------------------------------------------ DAPO's dynamic sampling
+    def dynamic_sampling_batch(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """A generation batch of ``len(inputs)`` rows whose groups all have reward spread, when the cap allows.
+
+        DAPO (Yu et al. 2025; its objective's constraint ``0 < |{correct o_i}| < G``): TRL generates and
+        scores the batch (round 1); each group whose summed rewards are all equal (:func:`zero_spread_groups`,
+        TRL's ``frac_reward_zero_std`` test) is dropped, and further rounds, each of as many new training
+        prompts as the batch has groups (:meth:`refill_prompts`), are generated until the groups with spread
+        fill the batch or ``dynamic_sampling_max_rounds`` rounds are spent. Two departures from verl's DAPO
+        recipe: it filters on accuracy (``filter_groups.metric=acc``), here on the summed reward, the
+        quantity whose spread decides whether a group has a gradient (a format term can give an all-wrong
+        group spread); and its generation batch is 3 times the training batch, here equal to it. Groups with spread are kept in the
+        order generated (later ones beyond the batch are discarded, as DAPO's over-sampling does); if the
+        cap leaves the batch short, the earliest zero-spread groups fill it (:func:`dynamic_sampling_plan`),
+        so TRL always gets its batch shape. The kept rounds' tensors are padded to a common width
+        (:func:`concat_padded`), ``num_items_in_batch`` is recounted on the kept tokens, and
+        :meth:`compute_advantages` runs once on the kept batch's rewards.
+
+        What the metrics describe: TRL's reward and completion metrics (``reward``, ``rewards/*``,
+        ``frac_reward_zero_std``, ``completions/*``) are logged per round and averaged by TRL's ``log``,
+        and the per-level accuracy, steps and lengths are recorded once on every round together: all
+        describe *every generation* (what the policy samples, comparable with a run without dynamic
+        sampling), not the filtered batch, whose accuracy is biased towards 1/2 by construction. The
+        loss-side metrics (loss, entropy, clip ratios, covariance) describe the kept batch, which is what
+        is trained on. Per generation batch it logs ``dynamic_sampling/generations`` (completions
+        generated, all rounds), ``/rounds``, ``/zero_spread_groups`` (generated groups without spread),
+        ``/filled_groups`` (of those, kept because the cap was hit; 0 when refills sufficed) and
+        ``/unused_groups`` (groups with spread generated beyond the batch). TRL's completions log and
+        ``completions.jsonl`` show each generation's advantage as trained, 0 for one not trained on.
+        """
+        if self.accelerator.num_processes > 1:
+            raise NotImplementedError("dynamic sampling keeps whole groups, which TRL may split across processes: "
+                                      "run it on one process")
+        g = self.num_generations
+        if len(inputs) % g:
+            raise ValueError(f"a generation batch of {len(inputs)} rows is not whole groups of {g}")
+        wanted = len(inputs) // g
+        rounds: list[tuple[list[dict[str, Any]], dict[str, Any], torch.Tensor]] = []
+        used = {_prompt_key(x) for x in inputs}
+        batch = inputs
+        for r in range(self.args.dynamic_sampling_max_rounds):
+            if r:
+                batch = self.refill_prompts(wanted, used, r)
+                used |= {_prompt_key(x) for x in batch}
+            output = super()._generate_and_score_completions(batch)  # TRL's: rewards, metrics, old log-probs
+            rewards = self._summed_rewards()
+            rounds.append((batch, output, rewards))
+            if sum(int((~zero_spread_groups(rw, g)).sum()) for *_, rw in rounds) >= wanted:
+                break
+        zero = [zero_spread_groups(rw, g) for *_, rw in rounds]
+        chosen, filled = dynamic_sampling_plan(zero, wanted)
+        rows = {r: torch.cat([torch.arange(j * g, (j + 1) * g) for rr, j in chosen if rr == r])
+                for r in {rr for rr, _ in chosen}}
+        kept = sorted(rows)
+        out = concat_padded([rounds[r][1] for r in kept], [rows[r] for r in kept], self._tokenizer.pad_token_id)
+        rewards = torch.cat([rounds[r][2][rows[r].to(rounds[r][2].device)] for r in kept])  # (N,)
+        out["advantages"] = torch.nan_to_num(self.compute_advantages(rewards, g), nan=0.0)
+        loss_mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+        out["num_items_in_batch"] = loss_mask.sum()
+        # Every generation, with the advantage it was trained with (0 when it was not): logs and recording.
+        trained = [torch.zeros(len(b)) for b, _, _ in rounds]
+        offset = 0
+        for r in kept:
+            trained[r][rows[r]] = out["advantages"][offset:offset + len(rows[r])].detach().float().cpu()
+            offset += len(rows[r])
+        self._relog_advantages(torch.cat(trained))
+        every = concat_padded([o for _, o, _ in rounds], None, self._tokenizer.pad_token_id,
+                              keys=("completion_ids", "completion_mask"))
+        every["advantages"] = torch.cat(trained)
+        self._record_rollouts([x for b, _, _ in rounds for x in b], every)
+        generated_groups = sum(len(z) for z in zero)
+        spread_groups = generated_groups - sum(int(z.sum()) for z in zero)
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/generations"].append(float(generated_groups * g))
+        metrics["dynamic_sampling/rounds"].append(float(len(rounds)))
+        metrics["dynamic_sampling/zero_spread_groups"].append(float(generated_groups - spread_groups))
+        metrics["dynamic_sampling/filled_groups"].append(float(filled))
+        metrics["dynamic_sampling/unused_groups"].append(float(spread_groups - (wanted - filled)))
+        return out
+
+    def refill_prompts(self, groups: int, used: set[str], round_index: int) -> list[dict[str, Any]]:
+        """``groups`` training prompts for a refill round, each repeated ``num_generations`` times (TRL's layout).
+
+        Drawn without replacement from the training dataset's rows whose prompt is not yet in this
+        generation batch (``used``; all rows once too few are left), by a generator seeded from
+        ``args.seed``, the optimiser step and the round: a run draws the same refills every time,
+        resumed from a checkpoint or not.
+        """
+        dataset = self.train_dataset
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TypeError("dynamic sampling draws refill prompts by index: give the trainer a map-style dataset")
+        if self._refill_prompt_keys is None:
+            self._refill_prompt_keys = [_prompt_key({"prompt": p}) for p in dataset["prompt"]]
+        fresh = [i for i, key in enumerate(self._refill_prompt_keys) if key not in used]
+        pool = fresh if len(fresh) >= groups else list(range(len(dataset)))
+        rng = random.Random(f"dynamic-sampling-{self.args.seed}-{self.state.global_step}-{round_index}")
+        picks = rng.sample(pool, groups) if len(pool) >= groups else rng.choices(pool, k=groups)
+        return [dict(dataset[i]) for i in picks for _ in range(self.num_generations)]
 
     def _record_rollouts(self, inputs: list[dict[str, Any]], output: dict[str, Any]) -> None:
         ids, mask = output["completion_ids"], output["completion_mask"]
@@ -325,6 +456,77 @@ class _EntropyProbe:
     logits_to_keep: int
     completion_mask: torch.Tensor
     entropy_before: float
+
+
+def zero_spread_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) summed rewards, groups contiguous -> (N / group_size,) bool: the group's rewards are all equal.
+
+    TRL's test for ``frac_reward_zero_std`` (the group's unbiased std is 0 within ``torch.isclose``'s
+    tolerance), with NaN rewards ignored; a group with fewer than two scored completions has no spread.
+    """
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be a flat batch of whole groups of {group_size}, got {tuple(rewards.shape)}")
+    std = nanstd(rewards.view(-1, group_size), dim=1)  # (N / G,)
+    return torch.isclose(std, torch.zeros_like(std)) | std.isnan()
+
+
+def dynamic_sampling_plan(zero_spread: Sequence[torch.Tensor], wanted: int) -> tuple[list[tuple[int, int]], int]:
+    """Which generated groups fill a batch of ``wanted`` groups, as ``(round, group)`` pairs in generation order.
+
+    ``zero_spread[r]`` marks round ``r``'s groups without reward spread. The groups with spread come
+    first, in generation order, up to ``wanted``; if there are fewer, the earliest zero-spread groups
+    fill the rest. Returns the pairs and how many zero-spread groups were needed to fill.
+    """
+    spread = [(r, j) for r, z in enumerate(zero_spread) for j in range(len(z)) if not bool(z[j])][:wanted]
+    flat = [(r, j) for r, z in enumerate(zero_spread) for j in range(len(z)) if bool(z[j])][:wanted - len(spread)]
+    if len(spread) + len(flat) < wanted:
+        raise ValueError(f"{len(spread) + len(flat)} generated groups cannot fill a batch of {wanted}")
+    return sorted(spread + flat), len(flat)
+
+
+DS_PADDING: dict[str, tuple[str, float | None]] = {
+    # key of TRL 1.16's _generate_and_score_completions output -> (side, value) to pad it to a common width;
+    # None: the tokenizer's pad id, as TRL pads. Each value is the one TRL itself pads with.
+    "prompt_ids": ("left", None), "prompt_mask": ("left", 0),
+    "completion_ids": ("right", None), "completion_mask": ("right", 0), "tool_mask": ("right", 1),
+    "old_per_token_logps": ("right", 0.0), "ref_per_token_logps": ("right", 0.0),
+    "sampling_per_token_logps": ("right", 0.0), "importance_sampling_ratio": ("right", 1.0),
+}
+"""The (B, T) tensors dynamic sampling concatenates across rounds; ``advantages`` and ``num_items_in_batch`` are
+recomputed on the kept batch, and any other key (images) is refused."""
+
+
+def concat_padded(
+    outputs: Sequence[dict[str, Any]], rows: Sequence[torch.Tensor] | None, pad_token_id: int,
+    keys: Sequence[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The rows ``rows[k]`` of each TRL output ``outputs[k]``, concatenated, each (B, T) tensor padded to the widest.
+
+    Prompts are padded on the left and completions on the right with TRL's own values (:data:`DS_PADDING`),
+    so the result has exactly the layout of one batch TRL would have generated. ``rows=None`` takes every
+    row; ``keys`` (default: every key of the outputs but the recomputed scalars) picks what to concatenate.
+    """
+    names = [k for k in outputs[0] if k not in ("advantages", "num_items_in_batch")] if keys is None else list(keys)
+    for out in outputs:
+        unknown = [k for k in names if k not in DS_PADDING]
+        if unknown or (keys is None and set(out) != set(outputs[0])):
+            raise NotImplementedError(f"dynamic sampling cannot concatenate {unknown or sorted(set(out) ^ set(outputs[0]))}"
+                                      " across generation rounds (text-only TRL 1.16 outputs are supported)")
+    merged = {}
+    for name in names:
+        side, value = DS_PADDING[name]
+        value = pad_token_id if value is None else value
+        parts = [out[name] if rows is None else out[name][rows[k].to(out[name].device)] for k, out in enumerate(outputs)]
+        width = max(p.size(1) for p in parts)
+        merged[name] = torch.cat([torch.nn.functional.pad(
+            p, (width - p.size(1), 0) if side == "left" else (0, width - p.size(1)), value=value) for p in parts])
+    return merged
+
+
+def _prompt_key(row: dict[str, Any]) -> str:
+    """A row's prompt as text (conversational prompts are lists of messages), to tell prompts apart."""
+    prompt = row["prompt"]
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
 
 
 def _level_of(row: dict[str, Any]) -> int | None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rlnb.evaluate import beyond_bands, per_seed_levels, seed_band_table, zero_spread
-from rlnb.experiments import (GRPO_FAMILY_METHODS, RATIO_METHODS, grpo_family_base_config, grpo_family_config,
-                              grpo_family_job)
+from rlnb.experiments import (ENTROPY_INTERVENTIONS, GRPO_FAMILY_METHODS, RATIO_METHODS, entropy_intervention_config,
+                              grpo_family_base_config, grpo_family_config, grpo_family_job, zero_rl_config)
 from rlnb.grpo_family import ratio_effect
 from rlnb.logs import loss_and_gradient, loss_gradient_summary
 from rlnb.metrics import dynamic_sampling_cost
@@ -28,6 +28,23 @@ def test_each_method_is_one_switch_on_the_shared_settings():
         assert cfg["grpo"] == {**base["grpo"], **switch.get("grpo", {})}
         assert cfg["method_options"] == switch.get("method_options", {})
     assert grpo_family_config("ci", "GRPO", 1).to_dict() == base
+
+
+def test_notebooks_03_and_06_build_on_one_off_policy_zero_rl():
+    """Both keep zero-RL's reward scaling and take two optimiser steps per generation batch, whatever a
+    method switches (DAPO's and CISPO's loss types; KL-Cov's options next to the entropy measurement)."""
+    for cfg in [grpo_family_config("ci", m) for m in GRPO_FAMILY_METHODS] + \
+               [entropy_intervention_config("ci", n) for n in ENTROPY_INTERVENTIONS]:
+        assert cfg.grpo["steps_per_generation"] == 2 and cfg.scale_rewards == "group", cfg
+    assert grpo_family_config("ci", "CISPO").loss_type == "cispo"
+    kl_cov = entropy_intervention_config("ci", "KL-Cov").method_options
+    assert kl_cov["measure_entropy_change"] is True and kl_cov["kl_coef"] == 5.0
+
+
+def test_zero_rl_checkpoints_follow_the_runs_own_length():
+    assert zero_rl_config("ci").save_steps == zero_rl_config("ci").max_steps // 4
+    assert zero_rl_config("ci", max_steps=20).save_steps == 5
+    assert zero_rl_config("ci", max_steps=20, save_steps=7).save_steps == 7
     assert set(RATIO_METHODS) < set(GRPO_FAMILY_METHODS)
     assert grpo_family_job("ci", "pass@4", 0).name == "pass-at-4"
     with pytest.raises(ValueError, match="unknown GRPO-family method 'PPO'"):

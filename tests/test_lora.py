@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from rlnb.experiments import LORA_ALPHA, LORA_RATES, lora_job, lora_rl_config, tina_config, tina_params, zero_rl_config
+from rlnb.experiments import (FORMAT_TRANSITION, FORMAT_TRANSITION_STEPS, LORA_ALPHA, LORA_DROPOUT, LORA_RATES, LORA_STEPS,
+                              format_transition_job, lora_job, lora_rl_config, tina_config, tina_params, zero_rl_config)
 from rlnb.lora import (
     TINA_TARGET_MODULES,
     attach_lora,
@@ -95,9 +96,16 @@ def test_trainable_parameter_count_matches_peft(base, rank):
 def test_lora_runs_take_their_ranks_measured_rate_and_full_fine_tuning_is_notebook_01s_run():
     full, lora = lora_rl_config("ci", 0, None), lora_rl_config("ci", 0, 4)
     assert full.lora is None and lora.lora["r"] == 4 and lora.lora["lora_alpha"] == LORA_ALPHA
-    assert lora.learning_rate == LORA_RATES[4]
-    assert {k: v for k, v in full.to_dict().items() if k not in ("lora", "learning_rate")} == \
-           {k: v for k, v in lora.to_dict().items() if k not in ("lora", "learning_rate")}
+    assert lora.learning_rate == LORA_RATES[4] and lora.lora["lora_dropout"] == LORA_DROPOUT
+    differs = ("lora", "learning_rate", "max_steps")
+    assert {k: v for k, v in full.to_dict().items() if k not in differs} == \
+           {k: v for k, v in lora.to_dict().items() if k not in differs}
+    # LoRA stops at one of full fine-tuning's checkpoints, where the notebook compares the two
+    assert lora.max_steps == LORA_STEPS["ci"] <= full.max_steps and lora.max_steps % full.save_steps == 0
+    assert lora.save_steps == full.save_steps
+    fmt = format_transition_job("ci", 0).config
+    assert fmt.max_steps == FORMAT_TRANSITION_STEPS["ci"] and fmt.format_reward == FORMAT_TRANSITION["format_reward"]
+    assert fmt.lora["r"] == FORMAT_TRANSITION["rank"]
     job = lora_job("ci", 0, None)
     assert (job.notebook, job.name) == ("01_zero_rl", "grpo")
     assert job.config == zero_rl_config("ci", "grpo", 0, format_reward_weight=0.1)
