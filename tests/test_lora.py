@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from rlnb.experiments import (FORMAT_TRANSITION, FORMAT_TRANSITION_STEPS, LORA_ALPHA, LORA_DROPOUT, LORA_RATES, LORA_STEPS,
+from rlnb.experiments import (FORMAT_TRANSITION, LORA_ALPHA, LORA_DROPOUT, LORA_RATES, LORA_STEPS,
                               format_transition_job, lora_job, lora_rl_config, tina_config, tina_params, zero_rl_config)
 from rlnb.lora import (
     TINA_TARGET_MODULES,
@@ -104,7 +104,7 @@ def test_lora_runs_take_their_ranks_measured_rate_and_full_fine_tuning_is_notebo
     assert lora.max_steps == LORA_STEPS["ci"] <= full.max_steps and lora.max_steps % full.save_steps == 0
     assert lora.save_steps == full.save_steps
     fmt = format_transition_job("ci", 0).config
-    assert fmt.max_steps == FORMAT_TRANSITION_STEPS["ci"] and fmt.format_reward == FORMAT_TRANSITION["format_reward"]
+    assert fmt.max_steps == lora.max_steps and fmt.format_reward == FORMAT_TRANSITION["format_reward"]
     assert fmt.lora["r"] == FORMAT_TRANSITION["rank"]
     job = lora_job("ci", 0, None)
     assert (job.notebook, job.name) == ("01_zero_rl", "grpo")
