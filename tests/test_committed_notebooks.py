@@ -1,4 +1,4 @@
-"""The committed notebooks read cleanly: no progress bars, warnings, errors or stray control characters.
+"""The committed notebooks read cleanly: no progress bars, warnings, errors, machine paths or stray control characters.
 
 The notebooks are committed executed, so their outputs are what a reader sees
 on GitHub. Each check is a function from a notebook (its JSON) to a list of
@@ -19,6 +19,9 @@ PROGRESS_MARKS = ("\r", "%|", "it/s]", "s/it]")
 """What tqdm writes: carriage returns redrawing a bar, the bar's edge and its rate."""
 WIDGET = "application/vnd.jupyter.widget-view+json"
 WARNING_MARKS = ("Warning", "warn(")
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(=])(/(?:[\w.+-]+/)+[\w.+-]*)", re.M)
+"""A POSIX path from the root with at least two parts (``/home/me/rlnb/runs``): it names the machine that ran
+the notebook, not the reader's; ``https://a/b`` is not one (no blank or quote before its slashes)."""
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 """Control characters other than a newline: a TAB from an unescaped ``\\t``, a bell from ``\\a`` in ``\\alpha``."""
 
@@ -64,6 +67,15 @@ def error_outputs(nb: dict) -> Problems:
             if out["output_type"] == "error"]
 
 
+def absolute_paths(nb: dict) -> Problems:
+    found = []
+    for i, out in _outputs(nb):
+        paths = ABSOLUTE_PATH.findall(_shown_text(out))
+        if paths:
+            found.append(f"cell {i}: absolute path in output ({paths[0]!r})")
+    return found
+
+
 def markdown_control_characters(nb: dict) -> Problems:
     found = []
     for i, cell in enumerate(nb["cells"]):
@@ -91,7 +103,7 @@ def execution_errors(nb: dict) -> Problems:
 
 
 CHECKS: dict[str, Callable[[dict], Problems]] = {
-    check.__name__: check for check in (progress_bars, stderr_warnings, error_outputs,
+    check.__name__: check for check in (progress_bars, stderr_warnings, error_outputs, absolute_paths,
                                          markdown_control_characters, kernelspec, execution_errors)
 }
 
@@ -113,7 +125,9 @@ def _clean_notebook() -> dict:
     markdown = {"cell_type": "markdown", "id": "m", "metadata": {}, "source": ["# Entropy\n", "$\\alpha$ and a\n\nb"]}
     code = {"cell_type": "code", "execution_count": 1, "id": "c",
             "metadata": {"papermill": {"exception": False, "status": "completed"}}, "source": ["print(1)"],
-            "outputs": [{"output_type": "stream", "name": "stdout", "text": ["1\n"]},
+            "outputs": [{"output_type": "stream", "name": "stdout",
+                         "text": ["reusing finished run 01_zero_rl/grpo-1a2b3c4d (40 steps), 3/4 digits,"
+                                  " as in https://github.com/a/b\n"]},
                         {"output_type": "stream", "name": "stderr", "text": ["loading the base\n"]},
                         {"output_type": "execute_result", "execution_count": 1, "metadata": {},
                          "data": {"text/plain": ["50% of 2"], "text/html": ["<b>50%</b>"]}}]}
@@ -149,6 +163,11 @@ DEFECTS: dict[str, tuple[str, Callable[[dict], None]]] = {
          "data": {WIDGET: {"model_id": "x", "version_major": 2, "version_minor": 0}, "text/plain": ["HBox()"]}})),
     "a Warning on stderr": ("stderr_warnings", _add_output(_stream("stderr", "x.py:3: UserWarning: deprecated\n"))),
     "a warn( call on stderr": ("stderr_warnings", _add_output(_stream("stderr", "  warnings.warn(\n"))),
+    "an absolute path": ("absolute_paths", _add_output(
+        _stream("stdout", "reusing finished run /home/me/rlnb/runs/01_zero_rl/grpo-1a2b3c4d (40 steps)\n"))),
+    "an absolute path in a result": ("absolute_paths", _add_output(
+        {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+         "data": {"text/plain": ["PosixPath('/tmp/pytest-1/runs/x')"]}})),
     "an error output": ("error_outputs", _add_output(
         {"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": ["ValueError: bad"]})),
     "a TAB from \\t": ("markdown_control_characters", _set_markdown("cost $O(n\to)$")),
@@ -176,3 +195,34 @@ def test_each_check_catches_its_planted_defect_and_only_it(tmp_path, defect):
     nb = json.loads(path.read_text(encoding="utf-8"))
     caught = {name for name, run in CHECKS.items() if run(nb)}
     assert caught == {check}
+
+
+# ---------------------------------------------------------------------- what `make run` writes
+def test_the_series_runner_writes_notebooks_as_clean_as_the_committed_ones(tmp_path, monkeypatch):
+    """A notebook that loads the base, trains a run and reuses it, executed the way ``make run`` executes the
+    series, passes every check above: transformers' weight-loading bars and TRL's bar stay out of the
+    outputs, and messages name runs relative to the runs folder."""
+    from rlnb.series import execute
+
+    monkeypatch.setenv("RLNB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv("RLNB_PROGRESS", raising=False)
+    cells = [
+        ("parameters", "preset = 'ci'"),
+        (None, "from rlnb.models import load_model\nmodel, tokenizer = load_model('tiny')"),
+        (None, "from rlnb.runs import load_or_train\nfrom rlnb.train import RunConfig\n"
+               "cfg = RunConfig(max_steps=1, prompts_per_step=2, num_generations=4, max_completion_length=16,\n"
+               "                learning_rate=1e-3, save_steps=1, levels=[3])\n"
+               "first = load_or_train(cfg, 'series-test', 'tiny')"),
+        (None, "again = load_or_train(cfg, 'series-test', 'tiny')\nprint(again.trained)"),
+    ]
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "outputs": [], "source": src,
+                     "metadata": {"tags": [tag]} if tag else {}} for i, (tag, src) in enumerate(cells)],
+          "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
+    source, out = tmp_path / "small.ipynb", tmp_path / "small-executed.ipynb"
+    source.write_text(json.dumps(nb), encoding="utf-8")
+    execute(source, out, {"preset": "ci"}, progress_bar=False)
+    executed = json.loads(out.read_text(encoding="utf-8"))
+    shown = "".join(_shown_text(o) for _, o in _outputs(executed))
+    assert "reusing finished run series-test/tiny-" in shown, shown
+    assert {name: check(executed) for name, check in CHECKS.items()} == {name: [] for name in CHECKS}
