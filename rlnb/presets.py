@@ -35,5 +35,9 @@ def device_settings(preset: str) -> dict[str, Any]:
     """
     check_preset(preset)
     if preset == "gpu":
+        # cuDNN's SDPA backward returns NaN on the LUFFY trainer's bf16 batches within 4-8 steps (issue #24,
+        # first NaN in ScaledDotProductCudnnAttentionBackward0); with it off, PyTorch picks the flash or
+        # memory-efficient kernel and 50 steps reproduce the CPU run. Process-wide, as the flag is.
+        torch.backends.cuda.enable_cudnn_sdp(False)
         return {"use_cpu": False, "bf16": True, "activation_checkpointing": True}
     return {"use_cpu": True, "bf16": False, "activation_checkpointing": False, "dataloader_num_workers": 0}
