@@ -9,10 +9,13 @@ table, so a notebook's analysis cells run unchanged under every preset.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import warnings
-from pathlib import Path
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,9 +23,11 @@ import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlnb.metrics import pass_at_k, reward_spread
+from rlnb.models import model_fingerprint
+from rlnb.paths import display_path
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
-from rlnb.world import Problem, worked_prompt
+from rlnb.world import Problem, worked_prompt, works_the_problem
 
 MAX_NEW_TOKENS = 80
 """Room for a 7-digit expert trace (7 steps of up to 9 characters, the answer, EOS)."""
@@ -49,13 +54,14 @@ def prompt_text(problem: Problem, form: str = "task") -> str:
 def score_rollouts(problems: Sequence[Problem], rollouts: Rollouts) -> pd.DataFrame:
     """Per-problem table: ``level, a, b, n, correct, steps, steps_correct, mean_length`` from a flat rollout list.
 
-    ``steps_correct`` counts the completions that wrote steps *and* were right:
+    ``steps`` counts the completions that work the problem's own digit columns before answering
+    (:func:`rlnb.world.works_the_problem`), and ``steps_correct`` those that did *and* were right:
     with ``steps`` it says how reliable the procedure is where the model uses it.
     """
     parsed = [parse_completion(t) for t in rollouts.texts]
     idx = rollouts.prompt_index
     correct = np.array([p.answer == problems[i].answer for p, i in zip(parsed, idx)])
-    steps = np.array([p.wrote_steps for p in parsed])
+    steps = np.array([works_the_problem(t, problems[i].a, problems[i].b) for t, i in zip(rollouts.texts, idx)])
     lengths = rollouts.lengths
     rows = []
     for i, prob in enumerate(problems):
@@ -100,43 +106,122 @@ def evaluate(
     """
     if len(problems) == 0:
         raise ValueError("evaluate got no problems: an empty table has no per-problem rows to compute pass@k from")
+    prompts = [prompt_text(p, prompt_form) for p in problems]
+    rows = [(p.level, p.a, p.b) for p in problems]
 
     def run() -> pd.DataFrame:
-        prompts = [prompt_text(p, prompt_form) for p in problems]
         rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=MAX_NEW_TOKENS,
                           temperature=temperature, batch_size=batch_size, seed=seed, progress=progress)
         return score_rollouts(problems, rollouts)
 
-    return cached_table(cache, run, WORLD_TABLE_COLUMNS)
+    def matches(table: pd.DataFrame) -> str:
+        found = list(table[["level", "a", "b"]].itertuples(index=False, name=None))
+        if found != rows:
+            return f"holds other problems ({_levels_of(found)}, {len(found)} rows) than asked ({_levels_of(rows)}, {len(rows)})"
+        return _sample_count_problem(table, n)
+
+    key = None
+    if cache is not None:
+        key = {"model": model_fingerprint(model), "problems": _digest(prompts), "levels": sorted({r[0] for r in rows}),
+               "n": n, "seed": seed, "temperature": temperature, "prompt_form": prompt_form,
+               "max_new_tokens": MAX_NEW_TOKENS}
+    return cached_table(cache, run, WORLD_TABLE_COLUMNS, key=key, matches=matches)
+
+
+def _digest(items: Sequence[Any]) -> str:
+    """Short hash of a list of JSON-able items: what a cache key stores in place of the problems themselves."""
+    return hashlib.sha256(json.dumps(list(items), default=str).encode()).hexdigest()[:16]
+
+
+def _levels_of(rows: Sequence[tuple]) -> str:
+    return f"levels {sorted({int(r[0]) for r in rows})}"
+
+
+def _sample_count_problem(table: pd.DataFrame, n: int) -> str:
+    """What is wrong with ``table``'s sample counts for a request of ``n`` samples per problem ('' if nothing)."""
+    counts = sorted(int(x) for x in table["n"].unique())
+    return "" if counts == [n] else f"has {counts} samples per problem, not the {n} asked"
+
+
+CACHE_KEY_SUFFIX = ".key.json"
+"""A cache ``table.csv`` keeps what determines it in ``table.csv.key.json`` beside it."""
+
+
+def cache_key_path(cache: str | Path) -> Path:
+    """The file beside ``cache`` that records its key (see :func:`cached_table`)."""
+    return Path(f"{cache}{CACHE_KEY_SUFFIX}")
 
 
 def cached_table(
-    cache: str | Path | None, compute: Callable[[], pd.DataFrame], columns: Sequence[str]
+    cache: str | Path | None, compute: Callable[[], pd.DataFrame], columns: Sequence[str], *,
+    key: Mapping[str, Any] | None = None, matches: Callable[[pd.DataFrame], str] | None = None,
 ) -> pd.DataFrame:
-    """``compute()``, or the table cached at ``cache`` when it is one (written after a fresh compute).
+    """``compute()``, or the table cached at ``cache`` when it is one for this request (written after a compute).
 
-    Evaluation tables are the expensive part of re-running a notebook; the
-    cache path names the model, sample count and seed, so it is never stale.
-    A file there that is not such a table (unreadable, other ``columns``, no rows,
-    counts that are not whole numbers, as after an interrupted write) would feed
-    garbage to every later cell, so it is recomputed and overwritten, with a warning.
+    Evaluation tables are the expensive part of re-running a notebook, but a
+    path does not say what made a table: the same ``eval/base.csv`` may be asked
+    for with another model, problems or sample count. So ``key`` (what determines
+    the table: model fingerprint, problems, ``n``, seed, prompt form ...) is kept
+    in :func:`cache_key_path` beside it, and ``matches(table)`` checks the rows
+    against the request ('' when they fit); a cache without that key, with another
+    key or rows that do not fit is recomputed and overwritten, with one printed line.
+    A file that is no such table at all (unreadable, other ``columns``, no rows,
+    counts that are not whole numbers or impossible, as after an interrupted or
+    foreign write) is recomputed too, with a warning. Both files are written
+    atomically, the key last, so an interrupted write never leaves a table that
+    passes for another request.
     """
-    if cache is not None and Path(cache).exists():
-        cached, problem = _read_table(Path(cache), columns)
-        if cached is not None:
-            return cached
-        warnings.warn(f"evaluation cache {cache} {problem}: recomputing and overwriting it", stacklevel=3)
+    path = None if cache is None else Path(cache)
+    if path is not None and path.exists():
+        cached, problem = _read_table(path, columns)
+        if cached is None:
+            warnings.warn(f"evaluation cache {path} {problem}: recomputing and overwriting it", stacklevel=3)
+        else:
+            problem = _key_problem(path, key) or (matches(cached) if matches is not None else "")
+            if not problem:
+                return cached
+            print(f"evaluation cache {display_path(path)} {problem}: recomputing it")
     table = compute()
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(cache, index=False)
+    if path is not None:
+        _write_cache(path, table, key)
     return table
+
+
+def _key_problem(path: Path, key: Mapping[str, Any] | None) -> str:
+    """How the key recorded beside ``path`` differs from ``key`` ('' when it is the same, or none is asked)."""
+    if key is None:
+        return ""
+    try:
+        recorded = json.loads(cache_key_path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "has no readable key (made by older code, or its write was interrupted)"
+    wanted = json.loads(json.dumps(dict(key), default=str))  # what the file would hold: tuples as lists
+    if not isinstance(recorded, dict):
+        recorded = {}
+    differing = [f"{name} {recorded.get(name)} -> {value}" for name, value in wanted.items()
+                 if recorded.get(name) != value]
+    return f"was made for another request ({'; '.join(differing)})" if differing else ""
+
+
+def _write_cache(path: Path, table: pd.DataFrame, key: Mapping[str, Any] | None) -> None:
+    """Write ``table`` and its key, each whole or not at all: the old key goes first, the new one last."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key_path = cache_key_path(path)
+    key_path.unlink(missing_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    if key is not None:
+        tmp = key_path.with_name(f"{key_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(key), indent=1, sort_keys=True, default=str))
+        os.replace(tmp, key_path)
 
 
 def _read_table(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame | None, str]:
     """The per-problem table in the CSV at ``path``, or None and what is wrong with the file."""
     try:
-        table = pd.read_csv(path)
+        # answers stay text: "1.50" and "579" must read back as written, to compare with the data set's
+        table = pd.read_csv(path, converters={"answer": str} if "answer" in columns else None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         return None, f"cannot be read as CSV ({type(err).__name__}: {err})"
     if list(table.columns) != list(columns):
@@ -146,7 +231,21 @@ def _read_table(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame | None
     not_counts = [column for column in _COUNT_COLUMNS if not pd.api.types.is_integer_dtype(table[column])]
     if not_counts:
         return None, f"has values that are not whole counts in {not_counts}"
+    impossible = _impossible_counts(table)
+    if impossible:
+        return None, f"has impossible counts ({impossible})"
     return table, ""
+
+
+def _impossible_counts(table: pd.DataFrame) -> str:
+    """Rows whose counts cannot come from sampling (no samples, or more correct than sampled), described."""
+    n = table["n"]
+    bad = {"n < 1": n < 1, "correct < 0": table["correct"] < 0, "correct > n": table["correct"] > n,
+           "steps < 0": table["steps"] < 0, "steps > n": table["steps"] > n}
+    if "steps_correct" in table:
+        bad["steps_correct outside [0, min(correct, steps)]"] = (
+            (table["steps_correct"] < 0) | (table["steps_correct"] > table[["correct", "steps"]].min(axis=1)))
+    return "; ".join(f"{what} in {int(rows.sum())} rows" for what, rows in bad.items() if rows.any())
 
 
 def summarize(table: pd.DataFrame, ks: Sequence[int] = (1,)) -> pd.DataFrame:
@@ -268,19 +367,21 @@ def evaluate_dataset(
     if len(dataset) == 0:
         raise ValueError("evaluate_dataset got an empty data set: there are no problems to sample and grade")
     judge = get_task(task)
+    raw_prompts = list(dataset["prompt"])
+    prompts = [render_prompt(p, tokenizer) for p in raw_prompts]
+    answers = list(dataset["answer"])
+    levels = dataset_levels(dataset)
 
     def run() -> pd.DataFrame:
-        prompts = [render_prompt(p, tokenizer) for p in dataset["prompt"]]
         rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=max_new_tokens, temperature=temperature,
                           top_p=top_p, batch_size=batch_size, seed=seed, backend=backend, progress=progress)
-        answers = list(dataset["answer"])
         idx = rollouts.prompt_index
         correct = np.array([judge.is_correct(t, answers[i]) for t, i in zip(rollouts.texts, idx)])
-        steps = np.array([judge.wrote_steps(t) for t in rollouts.texts])
+        steps = np.array([judge.wrote_steps(t, raw_prompts[i]) for t, i in zip(rollouts.texts, idx)])
         size = len(prompts)
         return pd.DataFrame({
             "problem": range(size),
-            "level": dataset_levels(dataset),
+            "level": levels,
             "n": n,
             "correct": np.bincount(idx, weights=correct, minlength=size).astype(int),
             "steps": np.bincount(idx, weights=steps, minlength=size).astype(int),
@@ -288,7 +389,19 @@ def evaluate_dataset(
             "answer": answers,
         })
 
-    return cached_table(cache, run, DATASET_TABLE_COLUMNS)
+    def matches(table: pd.DataFrame) -> str:
+        if list(table["answer"]) != [str(a) for a in answers] or list(table["level"]) != levels:
+            rows = list(zip(table["level"]))
+            return (f"holds other problems ({_levels_of(rows)}, {len(table)} rows) than asked "
+                    f"({_levels_of(list(zip(levels)))}, {len(answers)})")
+        return _sample_count_problem(table, n)
+
+    key = None
+    if cache is not None:
+        key = {"model": model_fingerprint(model), "problems": _digest(prompts), "answers": _digest(answers),
+               "levels": sorted(set(levels)), "n": n, "seed": seed, "temperature": temperature, "top_p": top_p,
+               "task": task, "backend": backend}
+    return cached_table(cache, run, DATASET_TABLE_COLUMNS, key=key, matches=matches)
 
 
 def dataset_levels(dataset: Any) -> list[int]:

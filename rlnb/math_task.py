@@ -108,12 +108,19 @@ _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 _OPENING_BRACKETS = frozenset("{[(")
 _CLOSING_BRACKETS = frozenset("}])")
 _MATH_DELIMITER = re.compile(r"(?<!\\)\$|\\\(|\\\[")  # $, \( or \[, but not an escaped \$
-_THOUSANDS_SEPARATOR = re.compile(r"\\,|\{,\}|,\\!")
-"""LaTeX thousands separators: a thin space ``\\,`` (which math-verify reads as a product,
-``1\\,000`` = 1*000 = 0), ``{,}`` and MATH's ``,\\!``."""
+_LATEX_SPACE = r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~| "
+_THOUSANDS_SEPARATOR = re.compile(rf"(?:,\\!|\{{,\}}|{_LATEX_SPACE})+")
+"""LaTeX spaces between digit groups: ``\\,`` ``\\;`` ``\\:`` ``\\!`` ``\\ `` ``~`` ``\\quad`` ``\\qquad``, a plain
+space, ``{,}`` and MATH's ``,\\!``. Math-verify reads a space between digits as a product or a sum
+(``1\\,000`` = 1*000 = 0, ``3\\;4`` = 7)."""
 _GROUPED_NUMBER = re.compile(rf"(?<![\d.])[1-9]\d{{0,2}}(?:(?:{_THOUSANDS_SEPARATOR.pattern})\d{{3}})+(?!\d)")
 """A whole number written with those separators; the first group never starts with 0 and
 every later group has exactly three digits, so a decimal comma such as ``0{,}5`` is left alone."""
+_SPACED_DIGITS = re.compile(rf"(?<![\d.])(\d+)(?:{_LATEX_SPACE})+(?=\d)")
+"""Digits, a space, digits, that are not a grouped number (``3\\;4``, ``7\\quad 5``): ambiguous, so
+the space becomes :data:`_UNREADABLE` and the answer matches no gold, where math-verify would
+grade ``3\\;4`` right against 7."""
+_UNREADABLE = "?"
 _COMMA_GROUPED_NUMBER = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
 """An answer that is one number with comma thousands separators (``1,000``); a comma
 elsewhere may separate list elements, so only a whole-answer match is rewritten."""
@@ -238,6 +245,7 @@ def _normalise_numbers(answer: str) -> str:
     if _COMMA_GROUPED_NUMBER.fullmatch(answer):
         answer = answer.replace(",", "")
     answer = _GROUPED_NUMBER.sub(lambda number: _THOUSANDS_SEPARATOR.sub("", number.group()), answer)
+    answer = _SPACED_DIGITS.sub(lambda spaced: spaced.group(1) + _UNREADABLE, answer)
     return _REPEATING_DECIMAL.sub(_repeating_decimal_as_fraction, answer)
 
 

@@ -25,10 +25,42 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """Root of all run folders (``$RLNB_RUNS`` overrides it); created on demand."""
+    """Root of all run folders (``$RLNB_RUNS`` overrides it); created on demand.
+
+    Raises:
+        NotADirectoryError: when the path is a file (or lies under one).
+        PermissionError: when it cannot be created or written: every run would fail later, with less said.
+    """
     path = _folder_from_env("RLNB_RUNS", PROJECT_ROOT / "runs")
-    path.mkdir(parents=True, exist_ok=True)
+    where = "$RLNB_RUNS" if os.environ.get("RLNB_RUNS") else "the runs folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{where} {path} is a file (or lies under one), not a folder: "
+                                 "point RLNB_RUNS at a folder, or move that file away") from None
+    except PermissionError:
+        raise PermissionError(f"{where} {path} cannot be created here (permission denied): "
+                              "point RLNB_RUNS at a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{where} {path} is not writable: runs could not be saved there; "
+                              "point RLNB_RUNS at a writable folder or fix its permissions")
     return path
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as messages show it: relative to the runs folder when inside it
+    (``02_luffy_off_policy/luffy-7d24c7de``), else to the project root, else its name.
+
+    Absolute paths in printed lines differ per machine and user, so committed
+    notebook outputs would change with whoever ran them; a relative name says the same.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    root = _folder_from_env("RLNB_RUNS", PROJECT_ROOT / "runs").resolve()  # no mkdir: only a name is asked
+    for base in (root, PROJECT_ROOT):
+        if resolved.is_relative_to(base) and resolved != base:
+            return str(resolved.relative_to(base))
+    return path.name or str(path)
 
 
 def base_model_dir() -> Path:

@@ -9,8 +9,8 @@ instead of silently reusing a stale one. The folder holds ``config.yaml``,
 when finished. A finished run is loaded, never retrained; an interrupted one
 resumes from its last complete checkpoint.
 
-Runs know their code: ``code.json`` records a hash of the ``rlnb/*.py``
-sources, a hash of the starting model's weights (the shipped base for
+Runs know their code: ``code.json`` records a hash of the package's modules
+(``rlnb/<name>.py``, taken when this module is imported: the code in memory), a hash of the starting model's weights (the shipped base for
 ``"tiny"``, or any local model folder), the torch, transformers, trl and peft
 versions, and, as a pointer for people only, the git commit and whether the
 tree was clean. A run whose recorded code differs from the current code (or
@@ -18,7 +18,12 @@ that has no record) is not reused: its content is moved aside to
 ``<run>.stale-<old code hash>/`` (kept, not deleted, so old results can still
 be compared) and it is trained again, with one printed line saying so. Only the
 package sources count, so editing a notebook or a test never retrains a run;
-the git commit is not compared for the same reason.
+the git commit is not compared for the same reason. A run whose content
+matches the current code again (an edit reverted) is restored from its
+``.stale-`` copy instead of being trained again. If the files on disk change
+after the process imported ``rlnb``, the code in memory no longer matches any
+record: training or reusing a run then stops with :class:`CodeChangedError`
+until the kernel is restarted.
 
 One process at a time: the process that trains a folder (rank 0 of an
 ``accelerate`` launch) holds an ``flock`` on ``run.lock`` in it. A second
@@ -32,14 +37,17 @@ would be: incomplete checkpoints (no weights, optimizer, scheduler or RNG state,
 or an unreadable ``trainer_state.json``) are deleted and the run resumes from
 the previous complete one (or from scratch); an unreadable ``done.json`` makes
 the run resume as unfinished; ``metrics.csv`` and ``completions.jsonl`` are cut
-back to the resumed step; a folder of another configuration is refused.
+back to the resumed step; a folder of another configuration is refused; weights
+that do not load are named with the file to delete.
+
+Printed lines name runs relative to the runs folder (:func:`rlnb.paths.display_path`).
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
+import math
 import json
 import os
 import shutil
@@ -53,11 +61,12 @@ from typing import Any, Iterator
 
 import pandas as pd
 import yaml
+from safetensors import SafetensorError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlnb.models import load_model, resolve_model_path
-from rlnb.paths import PROJECT_ROOT, runs_dir
-from rlnb.train import RunConfig, build_trainer
+from rlnb.models import DamagedModelError, damaged_model_message, folder_weights_hash, load_model, resolve_model_path
+from rlnb.paths import PROJECT_ROOT, display_path, runs_dir
+from rlnb.train import RunConfig, build_trainer, grpo_args, trainer_class
 from rlnb.trainers import METRICS_FILE, METRICS_HEADER, truncate_metrics, truncate_samples
 
 FINAL = "final"
@@ -88,6 +97,10 @@ class RunFolderBusy(RunFolderError):
     """Another process holds the run folder's lock."""
 
 
+class CodeChangedError(RuntimeError):
+    """The package's files changed on disk after this process imported it: the code in memory is no file's."""
+
+
 @dataclass
 class TrainedRun:
     """A finished run: its model, tokenizer, tidy metrics, folder, and whether this call trained it."""
@@ -111,12 +124,48 @@ def run_path(cfg: RunConfig, notebook: str, name: str) -> Path:
 
 
 # ---------------------------------------------------------------------- the code that trains a run
+def package_modules(package: Path = PACKAGE_DIR) -> list[Path]:
+    """The package's module files: ``<name>.py`` files importable as ``rlnb.<name>``, sorted.
+
+    An editor's lock or backup (Emacs' ``.#plots.py`` symlink, ``#plots.py#``,
+    ``plots.py~``) is no module: its name is not an identifier, or it is no file.
+    """
+    return sorted(p for p in package.glob("*.py") if p.stem.isidentifier() and p.is_file())
+
+
 def source_hash(package: Path = PACKAGE_DIR) -> str:
-    """Hash of the package's ``*.py`` files (names and contents, sorted): nothing else of the tree counts."""
+    """Hash of the package's modules (names and contents, sorted): nothing else of the tree counts."""
     digest = hashlib.sha256()
-    for path in sorted(package.glob("*.py")):
+    for path in package_modules(package):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+IMPORTED_SOURCES = source_hash()
+"""The package's :func:`source_hash` when this process imported it: the code that trains here.
+
+A kernel keeps the modules it imported even when their files are edited, so a
+run is labelled with this hash, not with the files' hash at save time.
+"""
+
+
+def check_sources(expected: str | None = None) -> None:
+    """Raise :class:`CodeChangedError` when the package on disk is not the code this process runs.
+
+    ``expected``: the hash another process trains with (the parent of
+    :func:`rlnb.seeds.train_seeds`' workers, which import the files afresh), so
+    that the runs of one batch all come from one code.
+    """
+    on_disk = source_hash()
+    if on_disk != IMPORTED_SOURCES:
+        raise CodeChangedError(f"rlnb's files changed since this process imported them (hash {IMPORTED_SOURCES} "
+                               f"at import, {on_disk} on disk now): the code in memory is not the code on disk, so "
+                               "a run trained or reused now would be labelled with the wrong code. Restart the "
+                               "kernel (or the process) and run again")
+    if expected is not None and expected != IMPORTED_SOURCES:
+        raise CodeChangedError(f"this process imported rlnb with hash {IMPORTED_SOURCES}, but the process that "
+                               f"started it runs {expected}: the package changed on disk in between. Restart the "
+                               "parent kernel (or process) and run again")
 
 
 def weights_hash(model: str) -> str | None:
@@ -124,21 +173,7 @@ def weights_hash(model: str) -> str | None:
 
     ``None`` for a hub id: the configuration names it already.
     """
-    path = Path(resolve_model_path(model))
-    if not path.is_dir():
-        return None
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return _files_hash(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
-
-
-@functools.lru_cache(maxsize=None)
-def _files_hash(files: tuple[tuple[str, int, int], ...]) -> str:
-    """Hash of files given as (path, size, mtime): cached, since a real model's weights take seconds to read."""
-    digest = hashlib.sha256()
-    for name, _, _ in files:
-        with open(name, "rb") as fh:
-            digest.update(Path(name).name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
-    return digest.hexdigest()[:16]
+    return folder_weights_hash(resolve_model_path(model))
 
 
 def code_record(cfg: RunConfig) -> dict[str, str | None]:
@@ -149,7 +184,7 @@ def code_record(cfg: RunConfig) -> dict[str, str | None]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"rlnb_sources": source_hash(), "model_weights": weights_hash(cfg.model), **versions}
+    return {"rlnb_sources": IMPORTED_SOURCES, "model_weights": weights_hash(cfg.model), **versions}
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
@@ -193,10 +228,17 @@ def checkpoint_models(run_dir: Path, base: str) -> dict[int, PreTrainedModel]:
 
     models = {}
     for path in checkpoints(Path(run_dir)):
-        if (path / "adapter_config.json").exists():
-            models[checkpoint_step(path)] = merge_for_eval(load_adapter(path, base))
-        else:
-            models[checkpoint_step(path)] = load_model(str(path), device="cpu")[0]
+        try:
+            if (path / "adapter_config.json").exists():
+                if not any(p.stat().st_size > 0 for p in path.glob("adapter_model.*")):
+                    raise DamagedModelError(f"the LoRA checkpoint {path} holds adapter_config.json but no "
+                                            "adapter_model.safetensors: delete it")
+                models[checkpoint_step(path)] = merge_for_eval(load_adapter(path, base))
+            else:
+                models[checkpoint_step(path)] = load_model(str(path), device="cpu")[0]
+        except (OSError, ValueError, SafetensorError) as err:
+            message = str(err) if isinstance(err, DamagedModelError) else damaged_model_message(path, err)
+            raise RunFolderError(f"{message}. Deleting {path} loses only that step of {run_dir}") from err
     if not models:
         raise FileNotFoundError(f"{run_dir} kept no checkpoint-N folders: train it with save_total_limit None "
                                 "(rlnb.experiments.CHECKPOINTS_KEPT) to follow it along training")
@@ -328,19 +370,77 @@ def load_or_train(
     process trains in it.
     """
     device = device or ("cuda" if cfg.preset == "gpu" else "cpu")
+    check_sources()
     folder = Path(run_dir) if run_dir is not None else run_path(cfg, notebook, name)
     check_config(cfg, folder)
     trained = False
     if not is_current(cfg, folder):
+        check_resumable(cfg, folder)
         with folder_lock(folder):
-            if not is_current(cfg, folder):  # another process may have finished it since the check above
+            # another process may have finished it since the check above
+            if not is_current(cfg, folder) and not _restore_stale(cfg, folder):
                 _train(cfg, folder)
                 trained = True
-    model, tokenizer = load_model(str(folder / FINAL), device=device)
+    try:
+        model, tokenizer = load_model(str(folder / FINAL), device=device)
+    except DamagedModelError as err:
+        raise RunFolderError(f"run {folder} is finished but its final model does not load: {err}. Delete "
+                             f"{folder / DONE} and {folder / FINAL} (or the whole run folder) to train it again") from err
     info = _read_json(folder / DONE)
     if not trained:
-        print(f"reusing finished run {folder} ({info['steps']} steps, trained in {info['train_seconds']:.0f} s)")
+        print(f"reusing finished run {display_path(folder)} ({info['steps']} steps, "
+              f"trained in {info['train_seconds']:.0f} s)")
     return TrainedRun(model, tokenizer, load_metrics(folder), folder, trained, info)
+
+
+def check_resumable(cfg: RunConfig, folder: Path) -> None:
+    """Refuse a ``save_steps`` that would checkpoint inside a generation batch.
+
+    With ``steps_per_generation`` (or ``num_iterations``) above 1, TRL generates
+    completions once and takes several optimizer steps on them; a checkpoint in
+    the middle of that batch does not hold the batch, so a run resumed there
+    generates anew and its steps differ from an uninterrupted run's. Checked
+    on TRL's resolved arguments, before the folder is touched.
+    """
+    args = grpo_args(cfg, folder, trainer_class(cfg.method).config_class)
+    per_batch = args.steps_per_generation * args.num_iterations  # micro-steps per generation batch
+    accumulation = args.gradient_accumulation_steps
+    if (cfg.save_steps * accumulation) % per_batch:
+        every = per_batch // math.gcd(per_batch, accumulation)  # optimizer steps per generation batch, whole
+        extra = "" if (args.num_iterations, accumulation) == (1, 1) else (
+            f" (with num_iterations {args.num_iterations} and gradient_accumulation_steps {accumulation})")
+        raise ValueError(f"save_steps {cfg.save_steps} is not a multiple of steps_per_generation "
+                         f"{args.steps_per_generation}{extra}: a checkpoint inside a generation batch cannot "
+                         "resume exactly (TRL would generate again at the resumed step, so every later step "
+                         f"would differ from an uninterrupted run). Choose save_steps a multiple of {every}")
+
+
+def _restore_stale(cfg: RunConfig, folder: Path) -> bool:
+    """Bring back a finished ``<folder>.stale-*`` copy made by the current code (an edit reverted); True if one was.
+
+    Only a lone process restores: the ranks of a launch would otherwise train
+    while rank 0 moved the folder under them.
+    """
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        return False
+    for stale in sorted(folder.parent.glob(f"{folder.name}.stale-*"), reverse=True):
+        if not (stale.is_dir() and is_current(cfg, stale)):
+            continue
+        try:
+            check_config(cfg, stale)
+        except RunFolderError:
+            continue
+        if folder.exists():
+            _retire_other_code(folder, code_record(cfg))
+            if any(p.name != LOCK for p in folder.iterdir()):  # an unfinished run of this code: resume it instead
+                return False
+        for path in stale.iterdir():
+            if path.name != LOCK:
+                shutil.move(str(path), str(folder / path.name))
+        shutil.rmtree(stale)
+        print(f"restoring {display_path(folder)} from {display_path(stale)}: it was made by the current code")
+        return True
+    return False
 
 
 def _save_final(trainer, folder: Path) -> None:
@@ -371,21 +471,23 @@ def _retire_other_code(folder: Path, code: dict[str, str | None]) -> None:
     if stale.exists():  # retired before, e.g. after going back to old code: keep both
         stale = stale.with_name(f"{stale.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     stale.mkdir(parents=True)
-    for path in content:
-        path.rename(stale / path.name)
-    print(f"not reusing {folder}: made by other code ({'; '.join(changes)}); moved it to {stale} and training again")
+    for path in content:  # shutil.move copies where a rename cannot (a run folder that is a mount point)
+        shutil.move(str(path), str(stale / path.name))
+    print(f"not reusing {display_path(folder)}: made by other code ({'; '.join(changes)}); "
+          f"moved it to {display_path(stale)} and training again")
 
 
 def _drop_damaged_state(folder: Path) -> None:
     """Delete an unreadable ``done.json`` and incomplete checkpoints, saying so: the run resumes from what is sound."""
     done = folder / DONE
     if done.exists() and _read_json(done) is None:
-        print(f"{done} is unreadable: resuming the run as unfinished")
+        print(f"{display_path(done)} is unreadable: resuming the run as unfinished")
         done.unlink()
     for ckpt in checkpoints(folder):
         missing = missing_checkpoint_parts(ckpt)
         if missing:
-            print(f"deleting incomplete checkpoint {ckpt} (no {', '.join(missing)}): it cannot resume exactly")
+            print(f"deleting incomplete checkpoint {display_path(ckpt)} (no {', '.join(missing)}): "
+                  "it cannot resume exactly")
             shutil.rmtree(ckpt)
 
 
@@ -405,7 +507,7 @@ def _train(cfg: RunConfig, folder: Path) -> None:
         truncate_metrics(folder, resume_step)
         truncate_samples(folder, resume_step)
     if resume:
-        print(f"resuming {folder.name} from {resume.name}")
+        print(f"resuming {display_path(folder)} from {resume.name}")
     trainer = build_trainer(cfg, folder)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

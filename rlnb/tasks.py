@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 from datasets import Dataset
 
+from rlnb.completions import completion_text
 from rlnb.verify import accuracy_reward, format_reward, parse_completion
+from rlnb.world import operands, works_the_problem
 
 
 @dataclass(frozen=True)
@@ -22,15 +24,17 @@ class Task:
     name: str
     reward_funcs: tuple[Callable[..., list[float]], Callable[..., list[float]]]
     is_correct: Callable[[str, Any], bool]
-    wrote_steps: Callable[[str], bool]
+    wrote_steps: Callable[[str, Any], bool]
+    """``wrote_steps(completion, prompt)``: whether the completion works this prompt's problem before answering."""
 
 
 def _world_correct(text: str, answer: Any) -> bool:
     return parse_completion(text).answer == int(answer)
 
 
-def _world_steps(text: str) -> bool:
-    return parse_completion(text).wrote_steps
+def _world_steps(text: str, prompt: Any) -> bool:
+    """Steps of the prompt's own digit columns: dummy steps such as ``0+0+0=0;`` do not count."""
+    return works_the_problem(text, *operands(completion_text(prompt)))
 
 
 def _math_task() -> Task:
@@ -40,7 +44,7 @@ def _math_task() -> Task:
         name="math",
         reward_funcs=(math_accuracy_reward, math_format_reward),
         is_correct=lambda text, answer: verify_answer(text, str(answer)),
-        wrote_steps=lambda text: "</think>" in text,
+        wrote_steps=lambda text, prompt: "</think>" in text,
     )
 
 

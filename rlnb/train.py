@@ -133,7 +133,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
-            setattr(self, spec.name, _checked(spec.name, getattr(self, spec.name), _field_types()[spec.name]))
+            setattr(self, spec.name, _checked(f"RunConfig.{spec.name}", getattr(self, spec.name),
+                                              _field_types(RunConfig)[spec.name]))
         self._check_values()
 
     def _check_values(self) -> None:
@@ -163,6 +164,10 @@ class RunConfig:
         unknown = set(self.grpo) - {f.name for f in dataclasses.fields(GRPOConfig)}
         if unknown:
             raise ValueError(f"not GRPOConfig options: {sorted(unknown)}")
+        for options in ("grpo", "method_options"):
+            for key in sorted(set(getattr(self, options)) & set(RUN_CONFIG_OWNS)):
+                raise ValueError(f"RunConfig.{options} may not set {key!r}: RunConfig sets it from its own "
+                                 f"{RUN_CONFIG_OWNS[key]} (its checks would be bypassed); set that instead")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -176,12 +181,18 @@ class RunConfig:
         An empty file is an error rather than the default run: it is more likely a
         wrong or truncated file than a request for the defaults.
         """
-        data = yaml.safe_load(Path(path).read_text())
+        try:
+            data = yaml.load(Path(path).read_text(), Loader=_StrictLoader)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: {err}") from None
         if data is None:
             raise ValueError(f"{path}: the file is empty; name at least one RunConfig field (e.g. `max_steps: 10`)")
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of RunConfig fields, got a {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
+        not_names = [key for key in data if not isinstance(key, str)]
+        if not_names:
+            raise ValueError(f"{path}: keys must be RunConfig field names, got {not_names}")
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"{path}: unknown RunConfig fields {sorted(unknown)}; known: {sorted(names)}")
@@ -191,16 +202,76 @@ class RunConfig:
             raise ValueError(f"{path}: {err}") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with unique keys.
+
+    An alias (``*name``) can expand a file of a few hundred bytes into billions of nodes (a
+    "billion laughs" file hangs the CLI while it holds the run lock), and a repeated key would
+    silently take its last value: both are refused with the line they are on.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a run "
+                                              "configuration: write the value out", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 _AT_LEAST_ONE = ("max_steps", "prompts_per_step", "num_generations", "max_completion_length", "save_steps",
                  "dataset_limit")
 """Counts that must be positive: zero steps or an empty data set would train nothing and
 still save the base model as the run's result."""
 
 
+RUN_CONFIG_OWNS: dict[str, str] = {
+    "output_dir": "run folder (load_or_train's run_dir, the CLI's RUN_DIR)", "seed": "field `seed`",
+    "max_steps": "field `max_steps`", "num_train_epochs": "field `max_steps`",
+    "learning_rate": "field `learning_rate`",
+    "per_device_train_batch_size": "fields `prompts_per_step` x `num_generations`",
+    "num_generations": "field `num_generations`", "max_completion_length": "field `max_completion_length`",
+    "temperature": "field `temperature`", "loss_type": "field `loss_type`", "scale_rewards": "field `scale_rewards`",
+    "save_steps": "field `save_steps`",
+}
+"""GRPOConfig options that :func:`grpo_args` takes from RunConfig's own checked fields, with the field to use.
+``reward_weights`` is not among them: Tina's recipe weighs its rewards through ``grpo``."""
+
+
 @functools.cache
-def _field_types() -> dict[str, Any]:
-    """RunConfig's field types as objects (this module's annotations are strings)."""
-    return typing.get_type_hints(RunConfig)
+def _field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's field types as objects (annotations under ``from __future__`` are strings)."""
+    return typing.get_type_hints(cls)
+
+
+def check_scalar_fields(config: Any) -> None:
+    """Check (and convert, as :func:`_checked` does) every field of the dataclass ``config`` typed bool, int,
+    float or str, or one of those or None; fields of other types are left alone.
+
+    For the method config classes (``RunConfig.method_options`` and ``grpo`` fill them from YAML), where
+    ``"false"`` would otherwise switch an option on, ``1e-3`` stay a string and ``nan`` pass.
+    """
+    hints = _field_types(type(config))
+    for spec in dataclasses.fields(config):
+        expected = hints[spec.name]
+        origin = typing.get_origin(expected)
+        if origin is None:
+            options = [expected]
+        elif origin in (typing.Union, types.UnionType):
+            options = [arg for arg in typing.get_args(expected) if arg is not type(None)]
+        else:
+            options = []
+        if len(options) == 1 and options[0] in _SCALAR_CHECKS:
+            name = f"{type(config).__name__}.{spec.name}"
+            setattr(config, spec.name, _checked(name, getattr(config, spec.name), expected))
 
 
 def _checked(name: str, value: Any, expected: Any) -> Any:
@@ -229,7 +300,7 @@ def _checked(name: str, value: Any, expected: Any) -> Any:
 
 
 def _type_error(name: str, value: Any, wanted: str) -> ValueError:
-    return ValueError(f"RunConfig.{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+    return ValueError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__})")
 
 
 def _number(text: str) -> int | float | None:
@@ -274,6 +345,11 @@ def _as_bool(name: str, value: Any) -> bool:
 
 
 _SCALAR_CHECKS: dict[type, Callable[[str, Any], Any]] = {int: _as_int, float: _as_float, str: _as_str, bool: _as_bool}
+
+
+WORLD_ROWS_MAX = 1_000_000
+"""The most training prompts a world run draws (a few seconds' work); a longer run cycles through them
+again. ``max_steps: 1e8`` would otherwise spend hours drawing prompts before its first step."""
 
 
 def world_dataset(levels: Sequence[int], size: int, seed: int) -> Dataset:
@@ -353,7 +429,7 @@ def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
     args = grpo_args(cfg, run_dir, trainer_cls.config_class)
     task = get_task(cfg.task)
     if cfg.task == "world":
-        dataset = world_dataset(cfg.levels, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
+        dataset = world_dataset(cfg.levels, min(cfg.max_steps * cfg.prompts_per_step, WORLD_ROWS_MAX), cfg.seed)
     else:
         dataset = math_training_dataset(cfg.dataset, cfg.dataset_split, cfg.trace_column, cfg.dataset_limit)
     trainer = trainer_cls(

@@ -124,6 +124,9 @@ class RecordingGRPOConfig(GRPOConfig):
                 "DAPO's code raises an error"})
 
     def __post_init__(self) -> None:
+        from rlnb.train import check_scalar_fields  # late import: rlnb.train imports this module
+
+        check_scalar_fields(self)  # every subclass's fields too: each subclass calls this method first
         super().__post_init__()
         if self.sample_every < 1:
             raise ValueError(f"sample_every must be at least 1, got {self.sample_every}")
@@ -376,7 +379,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
         texts = self.processing_class.batch_decode(ids * mask, skip_special_tokens=True)
         lengths = mask.sum(-1).tolist()
         correct = [self.task.is_correct(t, x["answer"]) for t, x in zip(texts, inputs)]
-        steps = [self.task.wrote_steps(t) for t in texts]
+        steps = [self.task.wrote_steps(t, x["prompt"]) for t, x in zip(texts, inputs)]
         by_level: dict[int, list[int]] = {}
         for i, x in enumerate(inputs):
             level = _level_of(x)

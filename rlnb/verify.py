@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rlnb.completions import completion_text
-from rlnb.world import FORMAT_RE, uses_steps
+from rlnb.world import FORMAT_RE, operands, uses_steps, works_the_problem
 
 MAX_ANSWER_DIGITS = 8
 """Longer answers cannot be right in this world (6-digit addends): never parsed."""
@@ -64,12 +64,20 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     return [float(parse_completion(c).well_formed) for c in completions]
 
 
-def worked_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """1.0 when the completion works the problem out in digit steps, then states the answer, nothing else.
+def worked_format_reward(completions: Sequence[Any], prompts: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion works its own problem out in digit steps, then states the answer, nothing else.
 
     The tiny world's counterpart of R1's and Tina's ``<think> ... </think>`` format reward: a format
     the base rarely writes under the task prompt (it answers directly), so, unlike
-    :func:`format_reward`, it starts low and has room to rise.
+    :func:`format_reward`, it starts low and has room to rise. The steps must be the problem's own
+    digit columns (:func:`rlnb.world.works_the_problem`, reading ``a`` and ``b`` from the prompt),
+    so steps of made-up digits such as ``0+0+0=0;A5`` earn nothing.
     """
-    parsed = [parse_completion(c) for c in completions]
-    return [float(p.well_formed and p.wrote_steps) for p in parsed]
+    if len(completions) != len(prompts):
+        raise ValueError(f"worked_format_reward got {len(completions)} completions but {len(prompts)} prompts")
+    rewards = []
+    for completion, prompt in zip(completions, prompts):
+        text = completion_text(completion)[:_SCAN_LIMIT]
+        worked = FORMAT_RE.fullmatch(text) is not None and works_the_problem(text, *operands(completion_text(prompt)))
+        rewards.append(float(worked))
+    return rewards

@@ -170,6 +170,37 @@ def uses_steps(completion: str) -> bool:
     return STEPS_RE.match(completion) is not None
 
 
+_PROMPT_RE = re.compile(rf"([0-9]+)\+([0-9]+)[=:]")
+
+
+def operands(prompt: str) -> tuple[int, int]:
+    """``(a, b)`` of a task prompt ``"a+b="`` (or a worked prompt ``"a+b:"``)."""
+    match = _PROMPT_RE.fullmatch(prompt)
+    if match is None:
+        raise ValueError(f"{prompt!r} is not a tiny-world prompt such as '47+85='")
+    return int(match.group(1)), int(match.group(2))
+
+
+def works_the_problem(completion: str, a: int, b: int) -> bool:
+    """Whether a completion opens with the problem's own digit steps, then the answer mark.
+
+    One step per digit column of ``a`` and ``b``, right to left as :func:`expert_trace` writes them:
+    step i adds the i-th digits (0 past the shorter number) and a carry of 0 or 1. :func:`uses_steps`
+    alone would pay for steps of any digits, such as ``0+0+0=0;A5``. What a step states as its sum,
+    and whether its carry follows from the previous step, are not checked: a slip there is an
+    arithmetic error, which the accuracy reward judges, not a step left out.
+    """
+    match = STEPS_RE.match(completion)
+    if match is None:
+        return False
+    steps = match.group()[: -len(STEP_SEP + ANSWER_MARK)].split(STEP_SEP)
+    da, db = str(a)[::-1], str(b)[::-1]
+    if len(steps) != max(len(da), len(db)):
+        return False
+    columns = [(da[i : i + 1] or "0", db[i : i + 1] or "0") for i in range(len(steps))]
+    return all(tuple(step.split("+")[:2]) == column for step, column in zip(steps, columns))
+
+
 def token_role(tokens: Sequence[str], i: int, eos: str) -> str:
     """What token ``i`` of a world completion does: where a forking token sits tells what is being decided.
 

@@ -75,7 +75,7 @@ def test_the_type_checker_covers_every_kind_of_field_type(value: object, expecte
 
 def test_a_bool_field_takes_only_true_or_false() -> None:
     with pytest.raises(ValueError, match=r"RunConfig\.flag must be true or false, got 'yes'"):
-        train._checked("flag", "yes", bool)
+        train._checked("RunConfig.flag", "yes", bool)
 
 
 def test_an_empty_yaml_file_is_an_error_naming_the_file(tmp_path: Path) -> None:

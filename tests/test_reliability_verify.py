@@ -207,7 +207,7 @@ def test_honest_answers_still_verify(prediction: str, gold: str) -> None:
         ("(1,000, 2)", "(1,000, 2)"),  # commas inside a tuple stay
         (r"0{,}125", r"0{,}125"),  # a decimal comma, not a thousands separator
         (r"3.141\,592", r"3.141\,592"),  # digit grouping after the point is left to math-verify
-        (r"1\,00", r"1\,00"),  # groups must have three digits
+        (r"1\,00", "1?00"),  # groups must have three digits: otherwise ambiguous, and matches nothing
         (r"0.1\overline{6}", r"\frac{1}{6}"),
         (r"-0.\overline{3}", r"-\frac{1}{3}"),
         (r"\overline{AB}", r"\overline{AB}"),  # a segment, not a repeating decimal
@@ -215,3 +215,22 @@ def test_honest_answers_still_verify(prediction: str, gold: str) -> None:
 )
 def test_number_notation_is_normalised_only_where_unambiguous(answer: str, normalised: str) -> None:
     assert math_task._normalise_numbers(answer) == normalised
+
+
+# Issue #30 item 9: every LaTeX space between digit groups is a thousands separator; any other spacing
+# between digits is ambiguous and matches nothing (math-verify would read it as a product or a sum).
+SPACES = [r"\,", r"\;", r"\:", r"\!", "\\ ", "~", r"\quad ", r"\qquad ", " ", "{,}"]
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_every_latex_space_between_thousands_groups_reads_as_one_number(space: str) -> None:
+    assert verify_answer(f"1{space}000", "1000") is True
+    assert verify_answer(rf"\boxed{{5{space}000}}", "5000") is True
+    assert verify_answer(rf"\boxed{{5{space}000}}", "0") is False
+
+
+@pytest.mark.parametrize(("prediction", "wrong_gold"), [
+    (r"3\;4", "7"), (r"3\;4", "12"), (r"7\quad 5", "12"), (r"7\quad 5", "35"), ("7~5", "12"), (r"1\:00", "100"),
+])
+def test_digits_spaced_other_than_in_thousands_match_no_gold(prediction: str, wrong_gold: str) -> None:
+    assert verify_answer(prediction, wrong_gold) is False

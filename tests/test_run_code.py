@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rlnb.paths import base_model_dir
+from rlnb.paths import base_model_dir, display_path
 from rlnb.runs import PACKAGE_DIR, code_record, load_or_train, source_hash
 from rlnb.train import RunConfig
 from rlnb.world import LEVELS
@@ -53,7 +53,7 @@ def test_a_run_made_by_other_code_is_moved_aside_and_retrained(capsys):
     assert again.trained and again.run_dir == first.run_dir
     assert "made by other code (torch 0.0 -> " in out
     stale = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(f"{first.run_dir.name}.stale-")]
-    assert len(stale) == 1 and str(stale[0]) in out
+    assert len(stale) == 1 and display_path(stale[0]) in out and str(stale[0]) not in out
     assert json.loads((stale[0] / "code.json").read_text())["torch"] == "0.0"
     assert (stale[0] / "final" / "model.safetensors").exists(), "the old run is kept, not deleted"
     assert json.loads((first.run_dir / "code.json").read_text())["torch"] == record["torch"]

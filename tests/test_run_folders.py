@@ -10,6 +10,7 @@ import yaml
 from transformers import TrainerCallback
 
 import rlnb.runs as runs
+from rlnb.paths import display_path
 from rlnb.runs import RunFolderBusy, folder_lock, last_checkpoint, load_or_train, run_path
 from rlnb.train import RunConfig, build_trainer, main
 from rlnb.trainers import METRICS_FILE, SAMPLES_FILE, truncate_metrics, truncate_samples
@@ -130,7 +131,7 @@ def test_an_unreadable_done_file_resumes_the_run_instead_of_a_json_error(capsys)
     (first.run_dir / "done.json").write_text("{garbage")
     again = load_or_train(cfg, "test", "bad-done")
     assert again.trained and again.info["steps"] == 2
-    assert f"{first.run_dir / 'done.json'} is unreadable" in capsys.readouterr().out
+    assert f"{display_path(first.run_dir / 'done.json')} is unreadable" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- another configuration, another process

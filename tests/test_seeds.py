@@ -1,5 +1,14 @@
 """Several seeds of one configuration in one call, and their band in one figure."""
 
+import functools
+import multiprocessing as mp
+import operator
+import os
+import signal
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -99,8 +108,56 @@ def test_held_out_samples_each_level_with_its_own_n_and_caches_each_level(tmp_pa
     held = HeldOut.for_preset("ci", levels=(3, 7), size=2, seed=0)
     table = held.evaluate(model, tokenizer, {3: 4, 7: 2}, cache=tmp_path / "base.csv")
     assert table.groupby("level")["n"].unique().map(list).to_dict() == {3: [4], 7: [2]}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base-L3.csv", "base-L7.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base-L3.csv", "base-L3.csv.key.json", "base-L7.csv",
+                                                          "base-L7.csv.key.json"]
     curves = pass_at_k_bands({"base": table}, n_boot=10)
     assert curves.groupby("level")["k"].max().to_dict() == {3: 4, 7: 2}  # each level's curve up to its own n
     with pytest.raises(ValueError, match=r"no sample count for levels \[7\]"):
         held.evaluate(model, tokenizer, {3: 4})
+
+
+# ------------------------------------------------------------------ the process pool (issue #30 items 4-6)
+# The jobs are builtins wrapped in partials, so the spawned workers import nothing of rlnb and start fast.
+
+
+def _run(jobs: list, workers: int = 2) -> None:
+    from rlnb.seeds import run_in_processes
+
+    run_in_processes(operator.call, jobs, workers, label=lambda job: f"grpo (seed {jobs.index(job)})",
+                     folder=lambda job: f"runs/test/grpo-{jobs.index(job)}")
+
+
+def test_an_interrupt_cancels_the_queue_and_terminates_the_running_workers():
+    jobs = [functools.partial(time.sleep, 60 + i) for i in range(4)]  # two running, two queued: 2 minutes
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # what Jupyter's Interrupt sends
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        _run(jobs)
+    assert time.monotonic() - start < 30, "the interrupt waited for the running or queued jobs"
+    assert not mp.active_children(), "a worker outlived the interrupt"
+
+
+def test_a_failed_job_is_named_with_its_seed_and_folder():
+    with pytest.raises(ValueError, match="invalid literal") as info:
+        _run([functools.partial(int, "x")], workers=1)
+    assert "grpo (seed 0) in runs/test/grpo-0" in " ".join(info.value.__notes__)
+
+
+def test_a_killed_worker_names_the_lost_runs_and_says_a_rerun_resumes():
+    jobs = [functools.partial(os._exit, 1), functools.partial(time.sleep, 60)]
+    start = time.monotonic()
+    with pytest.raises(BrokenProcessPool, match=r"unfinished: .*runs/test/grpo-0.*grpo \(seed 1\) in runs/test/grpo-1"
+                       r".*resumes from its last checkpoint"):
+        _run(jobs)
+    assert time.monotonic() - start < 30 and not mp.active_children()
+
+
+def test_repeated_seeds_are_refused_before_anything_trains():
+    with pytest.raises(ValueError, match=r"seeds \[1\] more than once"):
+        train_seeds(lambda s: RunConfig(seed=s, **TINY_RUN), [0, 1, 1], "test", "tiny")
+
+
+def test_a_make_config_that_ignores_its_seed_is_refused_before_anything_trains():
+    with pytest.raises(ValueError, match=r"make_config\(seed\) must return a RunConfig with that seed.*\{1: 0\}"):
+        train_seeds(lambda s: RunConfig(**TINY_RUN), [0, 1], "test", "tiny")

@@ -55,4 +55,4 @@ def test_worked_format_reward_asks_for_steps_then_the_answer():
     from rlnb.verify import worked_format_reward
 
     texts = ["7+5+0=12;4+8+1=13;A132", "A132", "7+5+0=12;A12 junk", "7+5+0=12;"]
-    assert worked_format_reward(texts) == [1.0, 0.0, 0.0, 0.0]
+    assert worked_format_reward(texts, prompts=["47+85="] * 4) == [1.0, 0.0, 0.0, 0.0]

@@ -80,3 +80,23 @@ def test_pretraining_is_seeded(tmp_path):
     assert a.losses == b.losses
     assert torch.equal(a.model.model.embed_tokens.weight, b.model.model.embed_tokens.weight)
     assert (tmp_path / "m" / "recipe.json").exists()
+
+
+# Issue #30 item 10: the worked format pays only for the problem's own digit steps.
+def test_worked_format_reward_pays_only_for_the_problems_own_digit_steps() -> None:
+    from rlnb.verify import worked_format_reward
+    from rlnb.world import expert_trace
+
+    texts = ["0+0+0=0;A5", "9+9+1=99;A132", expert_trace(47, 85), "7+5+0=12;A132", "7+5+0=12;4+8+1=13;A999",
+             "A132", "7+5+0=13;4+8+1=13;A132", "7+5+0=12;8+4+1=13;A132"]
+    # a wrong sum is an arithmetic slip (the accuracy reward's business), swapped digits are not this problem
+    assert worked_format_reward(texts, prompts=["47+85="] * len(texts)) == [0, 0, 1, 0, 1, 0, 1, 0]
+    assert worked_format_reward([expert_trace(5, 123)], prompts=["5+123="]) == [1.0]  # 0 past the shorter number
+
+
+def test_a_prompt_that_is_not_a_world_problem_is_an_error() -> None:
+    from rlnb.world import operands
+
+    assert operands("47+85=") == (47, 85) and operands("47+85:") == (47, 85)
+    with pytest.raises(ValueError, match="not a tiny-world prompt"):
+        operands("what is 47+85?")
