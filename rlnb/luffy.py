@@ -17,12 +17,12 @@ differently (:func:`mixed_token_loss`):
   knows are pushed gently, which is why shaping keeps exploration alive.
 
 Aggregation (:func:`luffy_loss`) is either the official code's (``loss_normalization="official"``):
-every term a token *sum* over the micro-batch divided by the padded response length ``T_max``, the
-entropy bonus included, and the RL + SFT baseline's NLL a token *mean* over trace tokens; or TRL's
-(``"trl"``): the policy terms reduced like ``loss_type`` (:func:`rlnb.trainers.reduce_like_trl`) and
-the entropy bonus a token mean, as TRL's own ``entropy_coef`` is. The two differ in the relative
-weight of the terms: against the official sum / ``T_max``, TRL's ``dr_grpo`` divides the policy term
-by the rows ``B`` too, and a token-mean entropy divides by the tokens. No KL term.
+the policy terms a token *sum* over the micro-batch divided by the padded response length ``T_max``,
+the RL + SFT baseline's NLL a token *mean* over trace tokens, and the entropy bonus a token mean over the
+micro-batch (``mix_actor.py``: ``masked_mean(entropy, response_mask)``); or TRL's (``"trl"``): the policy
+terms reduced like ``loss_type`` (:func:`rlnb.trainers.reduce_like_trl`), the entropy bonus the same token
+mean (TRL's own ``entropy_coef`` convention). Against the official sum / ``T_max``, TRL's ``dr_grpo``
+divides the policy terms by the rows ``B`` too. No KL term.
 
 Importance sampling: like the official code, none is applied to the trace tokens (their behaviour
 policy is taken as 1) and no vLLM sampling correction is applied to the on-policy tokens either:
@@ -131,28 +131,27 @@ def luffy_loss(
 
         \mathcal L(\theta) = -\frac{1}{Z}\Big[\sum_{i\in\text{on}}\sum_t \rho_{i,t}\hat A_i
         + \sum_{j\in\text{off}}\sum_t f\big(\pi_\theta(\tau_{j,t})\big)\hat A_j\Big]
-        - \beta_H\,\frac{1}{Z}\sum_i\sum_t \mathcal H_{i,t},
+        - \beta_H\,\frac{\sum_i\sum_t \mathcal H_{i,t}}{\sum_i |o_i|},
         \qquad f(p) = \frac{p}{p+\gamma},\quad \rho_{i,t} = \frac{\pi_\theta}{\pi_{\theta_\text{old}}}
 
     with :math:`\hat A_i = r_i - \operatorname{mean}(r)` over the mixed group (no std). The per-token
     terms are :func:`mixed_token_loss`'s (``token_options`` are its keywords).
 
     ``normalization="official"`` is the official code's: :math:`Z = T_\text{max}` (the padded response
-    length, ``max_completion_length``) for the policy terms and the entropy alike, with no division by
-    the rows; with ``off_policy_loss="sft"`` (RL + SFT) the trace term is the token *mean* of the NLL
+    length, ``max_completion_length``) for the policy terms, with no division by the rows, and the
+    entropy as a token mean over the micro-batch (``mix_actor.py``: ``masked_mean(entropy, response_mask)``,
+    whatever the policy terms' normalisation); with ``off_policy_loss="sft"`` (RL + SFT) the trace term is the token *mean* of the NLL
     over trace tokens, times ``off_policy_scale``. ``normalization="trl"`` reduces the policy terms with
-    ``trl_reduce`` (the trainer's ``loss_type`` reduction) and takes the entropy as a token mean (TRL's
-    ``entropy_coef`` convention). Every term is divided by the gradient-accumulation steps
+    ``trl_reduce`` (the trainer's ``loss_type`` reduction); the entropy is the same token mean. Every term is divided by the gradient-accumulation steps
     (``trl_reduce`` does that itself).
     """
     if normalization not in LOSS_NORMALIZATIONS:
         raise ValueError(f"unknown loss_normalization {normalization!r}: choose one of {LOSS_NORMALIZATIONS}")
     on, off = mixed_token_loss(logps, old_logps, advantages, off_policy, **token_options)
-    valid_entropy = entropies * mask
+    bonus = entropy_coef * (entropies * mask).sum() / mask.sum().clamp(min=1.0) / accumulation
     if normalization == "trl":
         if trl_reduce is None:
             raise ValueError("loss_normalization 'trl' needs trl_reduce, the trainer's loss_type reduction")
-        bonus = entropy_coef * valid_entropy.sum() / mask.sum().clamp(min=1.0) / accumulation
         return LuffyLoss(trl_reduce(on, mask), trl_reduce(off, mask), bonus)
     on_part = (on * mask).sum() / max_completion_length / accumulation
     if token_options.get("off_policy_loss", "mixed") == "sft":
@@ -160,7 +159,6 @@ def luffy_loss(
         off_part = (off * trace_mask).sum() / trace_mask.sum().clamp(min=1.0) / accumulation
     else:
         off_part = (off * mask).sum() / max_completion_length / accumulation
-    bonus = entropy_coef * valid_entropy.sum() / max_completion_length / accumulation
     return LuffyLoss(on_part, off_part, bonus)
 
 
@@ -244,6 +242,19 @@ def measure_gradient_mass(
     return pd.DataFrame(rows)
 
 
+def logit_gradient_share(grad_logps: torch.Tensor, logps: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> float:
+    """The share of ``rows``' tokens in a loss's gradient on the logits (L1 over the vocabulary), 0 when none flows.
+
+    For a token with probability p, ``d log p / d z = onehot - softmax(z)``, whose L1 norm is
+    ``2 (1 - p)``: the logits of a token the policy already predicts (p near 1) barely move, however
+    large ``dL / d log p`` is. Summing ``|dL / d log p|`` instead would count such tokens fully and
+    overstate the traces' share exactly where the policy has learnt them.
+    """
+    mass = grad_logps.abs() * (1.0 - logps.exp()) * mask
+    total = float(mass.sum())
+    return float(mass[rows].sum()) / total if total > 0 else 0.0
+
+
 @dataclass
 class LuffyConfig(RecordingGRPOConfig):
     """``GRPOConfig`` plus LUFFY's options; the defaults are the official run's (``RunConfig.method_options``)."""
@@ -264,10 +275,10 @@ class LuffyConfig(RecordingGRPOConfig):
     off_policy_scale: float = field(default=1.0, metadata={
         "help": "multiplier of the off-policy term (the SFT coefficient of RL + SFT)"})
     loss_normalization: str = field(default="official", metadata={
-        "help": f"one of {LOSS_NORMALIZATIONS}: the official code's sums over T_max (and token-mean NLL), "
-                "or TRL's loss_type reduction with a token-mean entropy bonus (see rlnb.luffy.luffy_loss)"})
+        "help": f"one of {LOSS_NORMALIZATIONS}: the official code's policy sums over T_max (and token-mean NLL), "
+                "or TRL's loss_type reduction; the entropy bonus is a token mean in both (see rlnb.luffy.luffy_loss)"})
     entropy_coef: float = field(default=0.001, metadata={
-        "help": "beta_H, the entropy bonus's coefficient (official 0.001); normalised as loss_normalization says"})
+        "help": "beta_H, the entropy bonus's coefficient (official 0.001), on the token-mean entropy"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -424,20 +435,18 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
         self, logps: torch.Tensor, old: torch.Tensor, off: torch.Tensor, mask: torch.Tensor,
         entropies: torch.Tensor, inputs: dict[str, Any],
     ) -> None:
-        """``off_policy/grad_share``: the trace tokens' share of the policy terms' summed |dL / d log p|.
+        """``off_policy/grad_share``: the trace tokens' share of the policy terms' gradient on the logits.
 
         Above 0.5 the update is mostly imitation; below, mostly the policy's own rollouts
-        (pushed down when they fail, pulled up when they succeed). Computed exactly, by autograd
-        through the loss alone (the model's graph is not touched).
+        (pushed down when they fail, pulled up when they succeed). ``dL / d log p`` comes exactly
+        from autograd through the loss alone (the model's graph is not touched); :func:`logit_gradient_share`
+        carries it to the logits.
         """
         leaf = logps.clone().requires_grad_(True)
         with torch.enable_grad():
             terms = self._luffy_terms(leaf, old, off, mask, entropies, inputs)
             (grad,) = torch.autograd.grad(terms.on_policy + terms.off_policy, leaf)
-        mass = grad.abs() * mask
-        total = float(mass.sum())
-        share = float(mass[off].sum()) / total if total > 0 else 0.0
-        self._metrics["train"]["off_policy/grad_share"].append(share)
+        self._metrics["train"]["off_policy/grad_share"].append(logit_gradient_share(grad, logps, mask, off))
 
     def _record_mixed_diagnostics(
         self, logps: torch.Tensor, entropies: torch.Tensor, mask: torch.Tensor, off: torch.Tensor,

@@ -35,9 +35,13 @@ def device_settings(preset: str) -> dict[str, Any]:
     """
     check_preset(preset)
     if preset == "gpu":
-        # cuDNN's SDPA backward returns NaN on the LUFFY trainer's bf16 batches within 4-8 steps (issue #24,
-        # first NaN in ScaledDotProductCudnnAttentionBackward0); with it off, PyTorch picks the flash or
-        # memory-efficient kernel and 50 steps reproduce the CPU run. Process-wide, as the flag is.
+        # cuDNN's SDPA backward returns NaN in dQ when an attention mask is passed, the sequence length is
+        # 64 mod 128 and a query row's logsumexp is below about -88.7 (pytorch/pytorch#196678, H100/H200,
+        # torch >= 2.11): a left-padded prompt row is such a row. Notebook 02's batches (prompts of 11-15
+        # tokens, completions up to 64, the 5-digit trace 51 tokens) reach length 64 every few steps, so
+        # every LUFFY run died within 4-8 steps (issue #24); zero-RL's (at most 11 + 48 tokens) never do.
+        # With cuDNN off PyTorch takes the flash or memory-efficient kernel, and 50 LUFFY steps reproduce
+        # the CPU run. Process-wide, as the flag is.
         torch.backends.cuda.enable_cudnn_sdp(False)
         return {"use_cpu": False, "bf16": True, "activation_checkpointing": True}
     return {"use_cpu": True, "bf16": False, "activation_checkpointing": False, "dataloader_num_workers": 0}

@@ -30,6 +30,7 @@ import yaml
 from datasets import Dataset
 from transformers import PrinterCallback
 from trl import GRPOConfig
+from trl.rewards import get_soft_overlong_punishment
 
 from rlnb.models import TINY, load_model
 from rlnb.presets import device_settings
@@ -432,10 +433,14 @@ def build_trainer(cfg: RunConfig, run_dir: str | Path) -> RecordingGRPOTrainer:
         dataset = world_dataset(cfg.levels, min(cfg.max_steps * cfg.prompts_per_step, WORLD_ROWS_MAX), cfg.seed)
     else:
         dataset = math_training_dataset(cfg.dataset, cfg.dataset_split, cfg.trace_column, cfg.dataset_limit)
+    reward_funcs = [task.reward_funcs[0], FORMAT_REWARDS[cfg.format_reward] or task.reward_funcs[1]]
+    if args.overlong_buffer:
+        reward_funcs.append(get_soft_overlong_punishment(cfg.max_completion_length, args.overlong_buffer))
+        args.reward_weights = [*args.reward_weights, args.overlong_penalty_factor]
     trainer = trainer_cls(
         model=model,
         processing_class=tokenizer,
-        reward_funcs=[task.reward_funcs[0], FORMAT_REWARDS[cfg.format_reward] or task.reward_funcs[1]],
+        reward_funcs=reward_funcs,
         task=task,
         args=args,
         train_dataset=dataset,

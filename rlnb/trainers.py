@@ -118,10 +118,19 @@ class RecordingGRPOConfig(GRPOConfig):
                 "one process. Estimators without a group baseline (psr, nsr, w_reinforce) do get a gradient from "
                 "such groups, which this drops all the same"})
     dynamic_sampling_max_rounds: int = field(default=4, metadata={
-        "help": "DAPO's max_num_gen_batches: at most this many generation rounds per generation batch, the first "
-                "included (1: no refill). When the last round still leaves the batch short, zero-spread groups "
-                "(the earliest generated) fill it and are counted in dynamic_sampling/filled_groups, where "
-                "DAPO's code raises an error"})
+        "help": "at most this many generation rounds per generation batch, the first included (1: no refill), "
+                "each of as many prompts as the batch holds. DAPO's recipe generates 3 times the batch per round "
+                "(gen_prompt_bsz) for up to max_num_gen_batches=10 rounds; here a round is 1 times the batch, "
+                "so 4 rounds cost at most 4 batches' sampling on two CPU cores. When the last round still leaves "
+                "the batch short, zero-spread groups (the earliest generated) fill it and are counted in "
+                "dynamic_sampling/filled_groups, where DAPO's code raises an error"})
+    overlong_buffer: int = field(default=0, metadata={
+        "help": "DAPO's soft overlong punishment (Yu et al. 2025, eq. 13; TRL's "
+                "trl.rewards.get_soft_overlong_punishment) as a third reward: 0 up to max_completion_length - "
+                "overlong_buffer tokens, then falling linearly to -1 at max_completion_length. 0 is off; DAPO's "
+                "recipe buffers 4096 of 20480 tokens (20%)"})
+    overlong_penalty_factor: float = field(default=1.0, metadata={
+        "help": "the overlong punishment's weight in the reward sum (DAPO's overlong_penalty_factor, 1.0)"})
 
     def __post_init__(self) -> None:
         from rlnb.train import check_scalar_fields  # late import: rlnb.train imports this module
@@ -130,6 +139,9 @@ class RecordingGRPOConfig(GRPOConfig):
         super().__post_init__()
         if self.sample_every < 1:
             raise ValueError(f"sample_every must be at least 1, got {self.sample_every}")
+        if not 0 <= self.overlong_buffer < self.max_completion_length:
+            raise ValueError(f"overlong_buffer must be in [0, max_completion_length={self.max_completion_length}), "
+                             f"got {self.overlong_buffer}")
         if self.dynamic_sampling_max_rounds < 1:
             raise ValueError("dynamic_sampling_max_rounds must be at least 1 (the first generation round), "
                              f"got {self.dynamic_sampling_max_rounds}")

@@ -158,3 +158,18 @@ def test_format_reward_is_checked_and_the_worked_format_replaces_the_tasks_forma
     small = dict(max_steps=1, prompts_per_step=1, num_generations=2, max_completion_length=4)
     assert build_trainer(RunConfig(**small), tmp_path / "a").reward_funcs[1] is format_reward
     assert build_trainer(RunConfig(**small, format_reward="worked"), tmp_path / "b").reward_funcs[1] is worked_format_reward
+
+
+def test_dapos_overlong_punishment_is_a_third_reward_with_its_weight(tmp_path):
+    from rlnb.train import build_trainer
+
+    """Issue #24: DAPO's soft overlong punishment (eq. 13), TRL's reward function, behind one method option."""
+    small = dict(max_steps=1, save_steps=1, prompts_per_step=2, num_generations=4, max_completion_length=8, levels=[3])
+    trainer = build_trainer(RunConfig(**small, method_options={"overlong_buffer": 4, "overlong_penalty_factor": 0.5}),
+                            tmp_path / "a")
+    punish = trainer.reward_funcs[2]
+    assert punish(completion_ids=[[1] * 4, [1] * 6, [1] * 8]) == [0.0, -0.5, -1.0]  # buffer: tokens 5-8
+    assert trainer.reward_weights.tolist() == [1.0, 0.0, 0.5]  # accuracy, format (off by default), overlong
+    assert len(build_trainer(RunConfig(**small), tmp_path / "b").reward_funcs) == 2  # off by default
+    with pytest.raises(ValueError, match="overlong_buffer must be in"):
+        build_trainer(RunConfig(**small, method_options={"overlong_buffer": 8}), tmp_path / "c")

@@ -8,6 +8,7 @@ steps through TRL (LUFFY's traces from a data-set column), and pass@k evaluation
 import json
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 
@@ -124,3 +125,27 @@ def test_gpu_preset_turns_off_cudnn_attention(monkeypatch):
         assert not torch.backends.cuda.cudnn_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_the_gpu_smoke_covers_every_method_and_refuses_a_machine_without_cuda(monkeypatch, capsys, math_file):
+    """benchmarks/gpu_smoke.py (issue #24): every trainer of rlnb.train.METHODS is among its configurations, each
+    switched to preset gpu with checkpoints on generation-batch boundaries; without CUDA it runs nothing."""
+    import importlib.util
+
+    from rlnb.paths import PROJECT_ROOT
+    from rlnb.train import METHODS
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke", PROJECT_ROOT / "benchmarks" / "gpu_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    assert smoke.main(["--no-record"]) == 2 and "needs a CUDA GPU" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the configurations only, nothing runs
+    configs = smoke.smoke_configs()
+    assert {cfg.method for cfg in configs.values()} == set(METHODS)
+    assert set(smoke.HEADLINE) <= set(configs)
+    for name, cfg in configs.items():
+        gpu = smoke.on_gpu(cfg, 4, str(math_file))
+        per_batch = gpu.grpo.get("steps_per_generation", 1)
+        assert gpu.preset == "gpu" and gpu.max_steps == 4 and gpu.save_steps % per_batch == 0, name
+        assert gpu.model == "tiny" and not gpu.grpo.get("use_vllm"), name
+        assert gpu.task == "world" or gpu.dataset == str(math_file), name

@@ -184,17 +184,24 @@ def test_gmpo_is_trls_loss_and_is_recorded(tmp_path):
     assert trainer._metrics["train"]["clip_ratio/region_mean"][-1] > 0  # GMPO's own clip metric
     theirs = GMPOTrainer._compute_loss(trainer, trainer.model, dict(inputs))
     grpo = GRPOTrainer._compute_loss(trainer, trainer.model, dict(inputs))
-    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(ours, theirs)  # the recording trainer adds metrics, not terms
     assert not torch.isclose(ours, grpo)
-    # GMPO's objective by hand: -mean_i A_i exp(mean_t clip(log ratio)), sign-aware clip in log space.
+    # The reference is transcribed from the official code, not from TRL: callsys/GMPO, train_zero_math_gmpo.py,
+    # ZeroMathLearner.learning_step, branch critic_type_modify == "gmpo". It takes one sequence per micro-batch:
+    # flip the log-ratio's sign by the advantage's (-1 for A >= 0, +1 below), clamp to +-cliprange, take the
+    # max of the flipped and the clamped value, flip back, and weigh A by exp(the token mean); the sequences'
+    # losses are averaged by gradient accumulation.
     with torch.no_grad():
         logps = trainer._get_per_token_logps_and_entropies(trainer.model, *trainer._model_inputs(inputs))[0]
-    log_ratio = logps - inputs["old_per_token_logps"]
-    adv, mask = inputs["advantages"], inputs["completion_mask"].float()
-    clamped = log_ratio.clamp(-0.4, 0.4)
-    clipped = torch.where(adv[:, None] > 0, torch.minimum(log_ratio, clamped), torch.maximum(log_ratio, clamped))
-    by_hand = -(adv * torch.exp((clipped * mask).sum(1) / mask.sum(1).clamp(min=1))).mean()
-    torch.testing.assert_close(ours.detach(), by_hand, rtol=1e-4, atol=1e-6)
+    official = []
+    for new_logps, old_logps, advantage, response_mask in zip(
+            logps, inputs["old_per_token_logps"], inputs["advantages"], inputs["completion_mask"].bool()):
+        sign = -1 if advantage >= 0 else 1
+        flipped = sign * (new_logps - old_logps)
+        flipped_max = torch.max(flipped, torch.clamp(flipped, -0.4, 0.4))
+        ratio = torch.exp((sign * flipped_max)[response_mask].sum() / response_mask.sum())
+        official.append(-advantage * ratio)
+    torch.testing.assert_close(ours.detach(), torch.stack(official).mean(), rtol=1e-4, atol=1e-6)
 
 
 def test_gmpo_trains_and_records_like_every_run():

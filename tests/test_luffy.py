@@ -217,8 +217,10 @@ def test_measured_gradient_mass_on_the_tiny_base(base):
 # ---------------------------------------------------------------- fidelity to the official LUFFY code
 def _official_luffy_transcription(logp, old_logp, adv, mask, prefix, entropy, *, gamma, entropy_coeff, sft=False,
                                   sft_coef=1.0):
-    """The official loss written out independently from its description: ``loss_remove_token_mean`` (token sum
-    over the micro-batch / padded response length) for the policy term and the entropy term alike,
+    """The official loss, transcribed independently from ElliottYan/LUFFY ``luffy/verl/verl/mix_src/mix_actor.py``
+    (``update_policy``) and ``mix_core_alg.py``: ``loss_remove_token_mean`` (token sum over the micro-batch /
+    padded response length) for the policy term, and ``entropy_loss = masked_mean(entropy, response_mask)`` (a
+    token mean over the micro-batch, whatever the policy term's normalisation) for the bonus,
     ``p / (p + gamma)`` on prefix (trace) tokens, no clip; RL + SFT adds a token-mean NLL over prefix tokens."""
     t_max = mask.shape[-1]
     a = adv.unsqueeze(1).expand_as(logp)
@@ -227,10 +229,10 @@ def _official_luffy_transcription(logp, old_logp, adv, mask, prefix, entropy, *,
     if sft:
         pg = -a * ratio * (~prefix).unsqueeze(1)
         nll = (-logp * mask * prefix.unsqueeze(1)).sum() / (mask * prefix.unsqueeze(1)).sum()
-        return (pg * mask).sum() / t_max + sft_coef * nll - entropy_coeff * (entropy * mask).sum() / t_max
+        return (pg * mask).sum() / t_max + sft_coef * nll - entropy_coeff * (entropy * mask).sum() / mask.sum()
     off_ratio = p / (p + gamma)
     pg = torch.where(prefix.unsqueeze(1), -a * off_ratio, -a * ratio)
-    return (pg * mask).sum() / t_max - entropy_coeff * (entropy * mask).sum() / t_max
+    return (pg * mask).sum() / t_max - entropy_coeff * (entropy * mask).sum() / mask.sum()
 
 
 @pytest.mark.parametrize("sft", [False, True])
@@ -253,15 +255,15 @@ def test_official_normalisation_equals_the_official_formula_in_value_and_gradien
     ours.backward(); ref.backward()
     torch.testing.assert_close(logp.grad, ref_logp.grad, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(entropy.grad, ref_ent.grad, rtol=1e-6, atol=1e-7)
-    # The audit's finding, kept as a check: TRL's token-mean entropy weighs the bonus B times less
-    # (with full masks) relative to a dr_grpo policy term than the official code does.
+    # Both normalisations take the entropy as the same token mean; only the policy terms differ (by the rows B
+    # with full masks, relative to a dr_grpo policy term).
     full = torch.ones(rows, t_max)
     trl = luffy_loss(logp.detach(), old, adv, prefix, full, entropy.detach(), normalization="trl",
                      max_completion_length=t_max, entropy_coef=0.001,
                      trl_reduce=lambda x, m: reduce_like_trl(x, m, "dr_grpo", max_completion_length=t_max), **opts)
     official = luffy_loss(logp.detach(), old, adv, prefix, full, entropy.detach(), normalization="official",
                           max_completion_length=t_max, entropy_coef=0.001, **opts)
-    torch.testing.assert_close(official.entropy_bonus, rows * trl.entropy_bonus)
+    torch.testing.assert_close(official.entropy_bonus, trl.entropy_bonus)
     if not sft:
         torch.testing.assert_close(official.on_policy + official.off_policy, rows * (trl.on_policy + trl.off_policy))
 
@@ -276,3 +278,16 @@ def test_trl_generate_returns_the_fields_luffy_splices_into():
     returned = source[source.rindex("return "):].split("\n")[0]
     names = [name.strip() for name in returned.removeprefix("return ").split(",")]
     assert tuple(names) == GENERATE_FIELDS, returned
+
+
+def test_the_gradient_share_is_measured_on_the_logits_where_a_learnt_token_barely_moves():
+    """Issue #24: |dL/d log p| counts a trace token the policy predicts at p = 0.99 as fully as an own token at
+    p = 0.5; on the logits (d log p / dz = onehot - softmax, L1 norm 2(1 - p)) it weighs 0.01 against 0.5."""
+    from rlnb.luffy import logit_gradient_share
+
+    grad = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    logps = torch.tensor([[0.99, 0.99], [0.5, 0.5]]).log()
+    mask, rows = torch.ones(2, 2), torch.tensor([True, False])
+    assert logit_gradient_share(grad, logps, mask, rows) == pytest.approx(0.01 / 0.51)
+    assert logit_gradient_share(grad, logps, torch.tensor([[1.0, 0.0], [0.0, 0.0]]), rows) == pytest.approx(1.0)
+    assert logit_gradient_share(torch.zeros(2, 2), logps, mask, rows) == 0.0
