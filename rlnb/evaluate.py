@@ -27,13 +27,15 @@ from rlnb.models import model_fingerprint
 from rlnb.paths import display_path
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
-from rlnb.world import Problem, worked_prompt, works_the_problem
+from rlnb.world import STEP_SEP, Problem, expert_trace, worked_prompt, works_the_problem
 
 MAX_NEW_TOKENS = 80
 """Room for a 7-digit expert trace (7 steps of up to 9 characters, the answer, EOS)."""
-PROMPT_FORMS = ("task", "worked")
+PROMPT_FORMS = ("task", "worked", "first-step")
 """``task``: what the model chooses to do (:attr:`Problem.prompt`); ``worked``: what it knows
-(:func:`rlnb.world.worked_prompt`, the form under which the base learned its procedure)."""
+(:func:`rlnb.world.worked_prompt`, the form under which the base learned its procedure); ``first-step``:
+the task prompt with the expert's first step forced after it (:func:`forced_start`), so that the choice
+to work the problem is made for the model and the rest is its own."""
 WORLD_TABLE_COLUMNS = ("level", "a", "b", "n", "correct", "steps", "steps_correct", "mean_length")
 """The columns of :func:`evaluate`'s per-problem table (see :func:`score_rollouts`)."""
 DATASET_TABLE_COLUMNS = ("problem", "level", "n", "correct", "steps", "mean_length", "answer")
@@ -48,20 +50,34 @@ def prompt_text(problem: Problem, form: str = "task") -> str:
         return problem.prompt
     if form == "worked":
         return worked_prompt(problem)
+    if form == "first-step":
+        return problem.prompt + forced_start(problem, form)
     raise ValueError(f"unknown prompt form {form!r}: choose one of {PROMPT_FORMS}")
 
 
-def score_rollouts(problems: Sequence[Problem], rollouts: Rollouts) -> pd.DataFrame:
+def forced_start(problem: Problem, form: str) -> str:
+    """The text a prompt ``form`` writes into the completion for the model: the expert's first step and its
+    separator (``7+5+0=12;``) for ``first-step``, nothing for the others. A completion is judged with it."""
+    if form != "first-step":
+        return ""
+    return expert_trace(problem.a, problem.b).split(STEP_SEP)[0] + STEP_SEP
+
+
+def score_rollouts(problems: Sequence[Problem], rollouts: Rollouts, forced: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-problem table: ``level, a, b, n, correct, steps, steps_correct, mean_length`` from a flat rollout list.
+
+    ``forced[i]``: text the prompt wrote at the start of problem i's completions (:func:`forced_start`); each
+    completion is judged with it in front, its length counts the model's own tokens only.
 
     ``steps`` counts the completions that work the problem's own digit columns before answering
     (:func:`rlnb.world.works_the_problem`), and ``steps_correct`` those that did *and* were right:
     with ``steps`` it says how reliable the procedure is where the model uses it.
     """
-    parsed = [parse_completion(t) for t in rollouts.texts]
     idx = rollouts.prompt_index
+    texts = [t if forced is None else forced[i] + t for t, i in zip(rollouts.texts, idx)]
+    parsed = [parse_completion(t) for t in texts]
     correct = np.array([p.answer == problems[i].answer for p, i in zip(parsed, idx)])
-    steps = np.array([works_the_problem(t, problems[i].a, problems[i].b) for t, i in zip(rollouts.texts, idx)])
+    steps = np.array([works_the_problem(t, problems[i].a, problems[i].b) for t, i in zip(texts, idx)])
     lengths = rollouts.lengths
     rows = []
     for i, prob in enumerate(problems):
@@ -112,7 +128,7 @@ def evaluate(
     def run() -> pd.DataFrame:
         rollouts = sample(model, tokenizer, prompts, n, max_new_tokens=MAX_NEW_TOKENS,
                           temperature=temperature, batch_size=batch_size, seed=seed, progress=progress)
-        return score_rollouts(problems, rollouts)
+        return score_rollouts(problems, rollouts, [forced_start(p, prompt_form) for p in problems])
 
     def matches(table: pd.DataFrame) -> str:
         found = list(table[["level", "a", "b"]].itertuples(index=False, name=None))

@@ -21,7 +21,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlnb.evaluate import evaluate
 from rlnb.metrics import pass_at_k, reward_spread
 from rlnb.rollout import text_logprobs
-from rlnb.world import EVAL_SEED, LEVELS, Problem, expert_trace, make_problems
+from rlnb.stats import paired_difference, pass_at_k_band
+from rlnb.world import EVAL_SEED, LEVELS, STEP_SEP, Problem, expert_trace, make_problems
 
 GROUP_SIZE = 16
 """The GRPO group size the spread column is computed for (notebooks 01-03 sample 16 per prompt)."""
@@ -88,6 +89,53 @@ def measure_profile(
         tables[form] = evaluate(model, tokenizer, problems, n, seed=seed, cache=cache, progress=False,
                                 prompt_form=form)
     return summarize_profile(tables["task"], tables["worked"]), tables["task"], tables["worked"]
+
+
+def forced_choice_table(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, levels: Sequence[int] = LEVELS,
+    per_level: int = 48, n: int = 64, seed: int = EVAL_SEED, cache_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """:func:`measure_profile`'s problems sampled with the expert's first step forced after the task prompt.
+
+    The completion continues ``47+85=7+5+0=12;``: the choice to work the problem is made for the model, the
+    rest is its own. If a level lacks only the choice, this matches the worked prompt's accuracy; if it
+    lacks the procedure too (the outside level), forcing one step does not help.
+    """
+    cache = None if cache_dir is None else Path(cache_dir) / f"first-step-{per_level}x{n}-seed{seed}.csv"
+    return evaluate(model, tokenizer, make_problems(levels, per_level, seed=seed), n, seed=seed, cache=cache,
+                    progress=False, prompt_form="first-step")
+
+
+def first_step_probability(token_p: pd.DataFrame) -> pd.Series:
+    """Per ``(level, problem)`` of :func:`trace_token_probs`: the probability of the expert's whole first step
+    under the task prompt, the product over its tokens up to and including its separator."""
+    first = token_p.groupby(["level", "problem"])["token"].transform(
+        lambda t: (t == STEP_SEP).cumsum().shift(fill_value=0) == 0)
+    return token_p[first].groupby(["level", "problem"])["p"].prod()
+
+
+def choice_against_knowledge(
+    task: pd.DataFrame, worked: pd.DataFrame, forced: pd.DataFrame, first_step_p: pd.Series, *, seed: int = 0,
+) -> pd.DataFrame:
+    """Per level: pass@1 under the task prompt, the forced first step and the worked prompt, each with its 95%
+    interval over problems (:func:`rlnb.stats.pass_at_k_band`); forced minus worked with its paired interval
+    (:func:`rlnb.stats.paired_difference`); the median probability of the first step (:func:`first_step_probability`);
+    and the samples the base would need to solve a problem alone, about 1 / (p(first step) x forced pass@1)
+    (infinite where the forced pass@1 is 0).
+    """
+    rows = []
+    for level in sorted(int(x) for x in task["level"].unique()):
+        row: dict[str, float | int] = {"level": level}
+        for name, table in (("task", task), ("forced", forced), ("worked", worked)):
+            band = pass_at_k_band(table.assign(seed=0), 1, level=level, seed=seed).iloc[0]
+            row.update({f"{name} pass@1": band.estimate, f"{name} low": band.low, f"{name} high": band.high})
+        diff = paired_difference(forced.assign(seed=0), worked.assign(seed=0), level=level, seed=seed)
+        row.update({"forced - worked": diff.estimate, "difference low": diff.low, "difference high": diff.high})
+        row["p(first step)"] = float(first_step_p.loc[level].median())
+        rate = row["p(first step)"] * row["forced pass@1"]
+        row["samples to solve alone"] = 1.0 / rate if rate > 0 else float("inf")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("level")
 
 
 def trace_token_probs(

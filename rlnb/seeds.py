@@ -151,11 +151,14 @@ def _called_from_script() -> bool:
 def _stop(pool: cf.ProcessPoolExecutor) -> None:
     """Cancel the queued jobs and terminate the running workers (their runs resume from checkpoints)."""
     workers = list((pool._processes or {}).values())  # no public handle on the workers before Python 3.14
+    manager = pool._executor_manager_thread
     pool.shutdown(wait=False, cancel_futures=True)
     for process in workers:
         process.terminate()
     for process in workers:
         process.join()
+    if manager is not None:  # it reaps the same workers: once it is done, none of them reads as alive
+        manager.join(timeout=30)
 
 
 def train_seeds(
@@ -167,6 +170,9 @@ def train_seeds(
     Repeated seeds and a ``make_config`` that ignores its seed are refused before anything trains:
     either would train (or lock) one run folder for several seeds.
     """
+    if isinstance(seeds, str):  # papermill's -p passes text: `-p seeds "[0, 1]"` arrives as a string
+        raise ValueError(f"train_seeds({name!r}) got seeds as the text {seeds!r}, not a list of integers: "
+                         "with papermill pass lists as YAML, `-y 'seeds: [0, 1, 2]'`")
     if not seeds:
         raise ValueError(f"train_seeds({name!r}) needs at least one seed")
     repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)

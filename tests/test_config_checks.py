@@ -173,3 +173,19 @@ def test_dapos_overlong_punishment_is_a_third_reward_with_its_weight(tmp_path):
     assert len(build_trainer(RunConfig(**small), tmp_path / "b").reward_funcs) == 2  # off by default
     with pytest.raises(ValueError, match="overlong_buffer must be in"):
         build_trainer(RunConfig(**small, method_options={"overlong_buffer": 8}), tmp_path / "c")
+
+
+@pytest.mark.parametrize("where, message", [("afile", "is a file"), ("afile/run", "lies under"), ]) 
+def test_the_cli_names_a_run_dir_that_cannot_hold_a_run(tmp_path, where, message):
+    config = tmp_path / "c.yaml"
+    config.write_text("max_steps: 1\nsave_steps: 1\n")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit, match=f"RUN_DIR .*{message}"):
+        main([str(config), str(tmp_path / where)])
+
+
+def test_seeds_given_as_text_are_refused_with_the_papermill_hint():
+    from rlnb.seeds import train_seeds
+
+    with pytest.raises(ValueError, match="-y 'seeds: "):
+        train_seeds(lambda s: RunConfig(seed=s), "[]", "test", "text")
