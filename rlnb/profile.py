@@ -119,9 +119,11 @@ def choice_against_knowledge(
 ) -> pd.DataFrame:
     """Per level: pass@1 under the task prompt, the forced first step and the worked prompt, each with its 95%
     interval over problems (:func:`rlnb.stats.pass_at_k_band`); forced minus worked with its paired interval
-    (:func:`rlnb.stats.paired_difference`); the median probability of the first step (:func:`first_step_probability`);
-    and the samples the base would need to solve a problem alone, about 1 / (p(first step) x forced pass@1)
-    (infinite where the forced pass@1 is 0).
+    (:func:`rlnb.stats.paired_difference`); the first step's probability (:func:`first_step_probability`) as a mean
+    and a median over problems; and the samples the base needs to solve alone through its procedure, about
+    1 / (p(first step) x forced pass@1) (infinite where the forced pass@1 is 0). The per-problem probability is
+    heavy-tailed (a few problems near 1e-3, most far below), so the mean gives the rate averaged over problems
+    (comparable with the sampled ``steps chosen``) and the median what a typical problem needs.
     """
     rows = []
     for level in sorted(int(x) for x in task["level"].unique()):
@@ -131,9 +133,10 @@ def choice_against_knowledge(
             row.update({f"{name} pass@1": band.estimate, f"{name} low": band.low, f"{name} high": band.high})
         diff = paired_difference(forced.assign(seed=0), worked.assign(seed=0), level=level, seed=seed)
         row.update({"forced - worked": diff.estimate, "difference low": diff.low, "difference high": diff.high})
-        row["p(first step)"] = float(first_step_p.loc[level].median())
-        rate = row["p(first step)"] * row["forced pass@1"]
-        row["samples to solve alone"] = 1.0 / rate if rate > 0 else float("inf")
+        for stat in ("mean", "median"):
+            row[f"p(first step), {stat}"] = float(first_step_p.loc[level].agg(stat))
+            rate = row[f"p(first step), {stat}"] * row["forced pass@1"]
+            row[f"samples to solve alone, {stat}"] = 1.0 / rate if rate > 0 else float("inf")
         rows.append(row)
     return pd.DataFrame(rows).set_index("level")
 
