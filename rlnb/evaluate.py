@@ -323,18 +323,11 @@ def seed_band_table(values: Mapping[str, pd.DataFrame], digits: int | Mapping[st
     return pd.DataFrame(out)
 
 
-def beyond_bands(a: pd.Series, b: pd.Series) -> bool:
-    """True when every seed of one run is above every seed of the other: the difference exceeds the seed bands."""
-    if a.empty or b.empty:
-        raise ValueError("beyond_bands needs at least one seed on each side")
-    return bool(a.min() > b.max() or b.min() > a.max())
-
-
 def seed_values(table: pd.DataFrame, run: str, levels: int | Sequence[int], column: str = "pass@1") -> pd.Series:
     """One value per training seed of ``run`` from a :func:`per_seed_levels` table, averaged over ``levels``.
 
-    The unit a notebook compares across seeds: a claim holds "beyond the seed
-    band" when every seed of one run is above every seed of the other.
+    The unit a notebook plots across seeds; comparisons of per-problem tables go through
+    :func:`rlnb.stats.paired_difference`, of per-run values through :func:`rlnb.stats.seed_difference`.
     Raises KeyError naming the run and levels when the table has no such rows.
     """
     wanted = [levels] if isinstance(levels, (int, np.integer)) else list(levels)

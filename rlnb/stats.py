@@ -8,7 +8,8 @@ one vectorised bootstrap and says whether the interval excludes 0; :func:`calibr
 of configurations from a real run's table to measure how often that rule calls a difference that is
 not there (false calls), how often it finds one that is (power), and whether its intervals cover the
 truth. :func:`pass_at_k_band` is the same two-stage resampling for one configuration's pass@k curve,
-and :func:`event_rate` gives threshold events ("4 of 6 seeds crossed 0.5") a Wilson interval.
+and :func:`event_rate` gives threshold events ("4 of 6 seeds crossed 0.5") a Wilson interval;
+:func:`seed_difference` compares a quantity measured once per run (no problems to resample) by Welch's interval.
 
 Tables are per-problem evaluation tables as :meth:`rlnb.evaluate.HeldOut.evaluate` returns them,
 stacked over training seeds with a ``seed`` column (:func:`stack_seeds`).
@@ -259,6 +260,59 @@ def pass_at_k_band(
     boot = _resampled_means(sp.values, _seed_weights(rng, n_boot, len(sp.seeds)), problem_w)
     low, high = _interval(boot, ci)
     return pd.DataFrame({"k": ks_list, "estimate": sp.values.mean(axis=(0, 1)), "low": low, "high": high})
+
+
+@dataclass(frozen=True)
+class SeedDifference:
+    """Mean of a per-run quantity of configuration A minus B with Welch's interval (see :func:`seed_difference`)."""
+
+    estimate: float
+    low: float
+    high: float
+    seeds: tuple[int, int]
+    ci: float
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0."""
+        return bool(self.low > 0.0 or self.high < 0.0)
+
+    def format(self, digits: int = 3) -> str:
+        return f"{self.estimate:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+
+    def describe(self, name_a: str, name_b: str, what: str, digits: int = 3) -> str:
+        """"A above B in <what> by +x [lo, hi]", or "A vs B in <what> not resolved with N seeds: ..."."""
+        if self.resolved:
+            return f"{name_a} {'above' if self.estimate > 0 else 'below'} {name_b} in {what} by {self.format(digits)}"
+        a, b = self.seeds
+        seeds = f"{a} seeds" if a == b else f"{a} and {b} seeds"
+        return f"{name_a} vs {name_b} in {what} not resolved with {seeds}: {self.format(digits)}"
+
+
+def seed_difference(a: Sequence[float], b: Sequence[float], ci: float = 0.95) -> SeedDifference:
+    """Mean(a) - mean(b) for a quantity measured once per training run, with Welch's t interval.
+
+    For what has no held-out problems to resample (an end-of-training entropy, a length gap from the
+    training logs), the runs are the only replicates: SciPy's Welch test (``ttest_ind(equal_var=False)``)
+    gives the interval, wide with three seeds a side, as it should be. Two runs whose values do not vary
+    at all get a zero-width interval at their difference.
+
+    Raises:
+        ValueError: for fewer than two values a side (one run has no spread to test against) or non-finite values.
+    """
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+    va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if va.size < 2 or vb.size < 2:
+        raise ValueError(f"seed_difference needs at least two runs a side, got {va.size} and {vb.size}: "
+                         "one run has no spread to test a difference against")
+    if not (np.isfinite(va).all() and np.isfinite(vb).all()):
+        raise ValueError("seed_difference got non-finite values (a run that diverged?): look at the runs first")
+    estimate = float(va.mean() - vb.mean())
+    if va.std() == 0.0 and vb.std() == 0.0:
+        return SeedDifference(estimate, estimate, estimate, (va.size, vb.size), ci)
+    interval = stats.ttest_ind(va, vb, equal_var=False).confidence_interval(confidence_level=ci)
+    return SeedDifference(estimate, float(interval.low), float(interval.high), (va.size, vb.size), ci)
 
 
 # --------------------------------------------------------------------------- #

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rlnb.evaluate import beyond_bands, per_seed_levels, seed_band_table, zero_spread
+from rlnb.evaluate import per_seed_levels, seed_band_table, zero_spread
 from rlnb.experiments import (ENTROPY_INTERVENTIONS, GRPO_FAMILY_METHODS, RATIO_METHODS, entropy_intervention_config,
                               grpo_family_base_config, grpo_family_config, grpo_family_job, zero_rl_config)
 from rlnb.grpo_family import ratio_effect
@@ -89,8 +89,6 @@ def test_seed_bands_and_pass_at_k_per_seed():
     assert math.isclose(out["pass@1"].iloc[0], 5 / 8) and math.isclose(out["pass@2"].iloc[0], (0.5 + 1) / 2)
     values = {"x": pd.DataFrame({0: [0.1, 0.5], 1: [0.3, 0.7]}, index=["a", "b"])}
     assert seed_band_table(values, 2).loc["a", "x"] == "0.20 [0.10, 0.30]"
-    assert beyond_bands(pd.Series([0.5, 0.7]), pd.Series([0.1, 0.3]))
-    assert not beyond_bands(pd.Series([0.5, 0.7]), pd.Series([0.1, 0.6]))
 
 
 def test_loss_and_gradient_from_the_logs():

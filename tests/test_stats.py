@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 from scipy.stats import binomtest
 
 from rlnb.stats import Difference, calibrate, event_rate, paired_difference, pass_at_k_band, stack_seeds
@@ -232,3 +233,31 @@ def test_power_and_coverage_for_a_difference_of_0_1_at_notebook_06_size(run_tabl
 def test_calibrate_rejects_an_unreachable_shift(run_table):
     with pytest.raises(ValueError, match="out of reach"):
         calibrate(run_table, shift=0.6, n_sims=1)
+
+
+def test_seed_difference_is_welchs_interval_on_per_run_values():
+    from rlnb.stats import seed_difference
+
+    a, b = [0.25, 0.27, 0.26], [0.20, 0.21, 0.22]
+    d = seed_difference(a, b)
+    # by hand: Welch's t with Satterthwaite's degrees of freedom
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    half = scipy_stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    assert d.estimate == pytest.approx(0.05) and (d.low, d.high) == pytest.approx((0.05 - half, 0.05 + half))
+    assert d.resolved and "above" in d.describe("A", "B", "entropy")
+    wide = seed_difference([0.1, 0.9, 0.5], [0.4, 0.5, 0.6])
+    assert not wide.resolved and "not resolved with 3 seeds" in wide.describe("A", "B", "pass@1")
+    assert seed_difference([1.0, 1.0], [0.0, 0.0]).low == 1.0  # no spread: a point
+    with pytest.raises(ValueError, match="at least two runs"):
+        seed_difference([1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        seed_difference([1.0, float("nan")], [0.0, 1.0])
+
+
+def test_seed_difference_false_calls_on_identical_runs_are_near_nominal():
+    from rlnb.stats import seed_difference
+
+    rng = np.random.default_rng(0)
+    calls = np.mean([seed_difference(rng.normal(0, 1, 3), rng.normal(0, 1, 3)).resolved for _ in range(400)])
+    assert calls <= 0.08  # Welch at 3 against 3 is slightly conservative
