@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import pandas as pd
 
+from rlnb.paths import display_path
 from rlnb.runs import IMPORTED_SOURCES, TrainedRun, check_sources, is_current, load_or_train, run_path
 from rlnb.train import RunConfig
 
@@ -97,7 +98,8 @@ def _label(job: RunJob) -> str:
 
 
 def _folder(job: RunJob) -> str:
-    return str(run_path(job.config, job.notebook, job.name))
+    """How errors name a run's folder: relative to the runs folder, as every message about runs does."""
+    return display_path(run_path(job.config, job.notebook, job.name))
 
 
 def run_in_processes(work: Callable[[Job], object], jobs: Sequence[Job], workers: int,
