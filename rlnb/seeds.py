@@ -113,8 +113,10 @@ def run_in_processes(work: Callable[[Job], object], jobs: Sequence[Job], workers
     running workers before it propagates, rather than waiting for the whole queue to train.
     """
     pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
-    futures = {pool.submit(work, job): job for job in jobs}
+    futures: dict[cf.Future, Job] = {}
     try:
+        for job in jobs:  # inside the try: a worker can die while later jobs are still being submitted
+            futures[pool.submit(work, job)] = job
         for done in cf.as_completed(futures):
             job = futures[done]
             try:
@@ -129,7 +131,8 @@ def run_in_processes(work: Callable[[Job], object], jobs: Sequence[Job], workers
         _stop(pool)
         if not isinstance(err, BrokenProcessPool):
             raise
-        lost = "; ".join(f"{label(job)} in {folder(job)}" for future, job in futures.items() if not _succeeded(future))
+        finished = [job for future, job in futures.items() if _succeeded(future)]
+        lost = "; ".join(f"{label(job)} in {folder(job)}" for job in jobs if not any(job is done for done in finished))
         hint = _SCRIPT_HINT if _called_from_script() else ""
         raise BrokenProcessPool(
             "a worker process died (killed by the OOM killer or a signal?) and the pool stopped the others; "

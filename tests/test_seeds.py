@@ -161,3 +161,21 @@ def test_repeated_seeds_are_refused_before_anything_trains():
 def test_a_make_config_that_ignores_its_seed_is_refused_before_anything_trains():
     with pytest.raises(ValueError, match=r"make_config\(seed\) must return a RunConfig with that seed.*\{1: 0\}"):
         train_seeds(lambda s: RunConfig(**TINY_RUN), [0, 1], "test", "tiny")
+
+
+def test_a_worker_that_dies_while_jobs_are_submitted_still_names_every_lost_run(monkeypatch):
+    """Under load the first worker can die before the last job is submitted: submit() itself raises then."""
+    import concurrent.futures as cf
+
+    real, calls = cf.ProcessPoolExecutor.submit, []
+
+    def submit(self, fn, *args, **kwargs):
+        calls.append(fn)
+        if len(calls) == 2:
+            raise BrokenProcessPool("A child process terminated abruptly, the process pool is not usable anymore")
+        return real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(cf.ProcessPoolExecutor, "submit", submit)
+    with pytest.raises(BrokenProcessPool, match=r"unfinished: grpo \(seed 0\).*grpo \(seed 1\) in runs/test/grpo-1"):
+        _run([functools.partial(time.sleep, 60), functools.partial(time.sleep, 61)])
+    assert not mp.active_children()
