@@ -59,14 +59,6 @@ def _interrupt_while_starting(pid: int) -> None:
         _wait_until_dead(pid)
 
 
-@pytest.fixture
-def ctrl_c_raises() -> None:
-    """Ctrl-C raises KeyboardInterrupt during the test, as in a notebook or a script."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 # ------------------------------------------------------------------ item 1: in step
 
 

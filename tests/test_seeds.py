@@ -127,6 +127,7 @@ def _run(jobs: list, workers: int = 2) -> None:
                      folder=lambda job: f"runs/test/grpo-{jobs.index(job)}")
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_an_interrupt_cancels_the_queue_and_terminates_the_running_workers():
     jobs = [functools.partial(time.sleep, 60 + i) for i in range(4)]  # two running, two queued: 2 minutes
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # what Jupyter's Interrupt sends
