@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -24,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlnb.metrics import pass_at_k, reward_spread
 from rlnb.models import model_fingerprint
-from rlnb.paths import display_path
+from rlnb.paths import display_path, write_atomic
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
 from rlnb.world import STEP_SEP, Problem, expert_trace, worked_prompt, works_the_problem
@@ -224,13 +223,9 @@ def _write_cache(path: Path, table: pd.DataFrame, key: Mapping[str, Any] | None)
     path.parent.mkdir(parents=True, exist_ok=True)
     key_path = cache_key_path(path)
     key_path.unlink(missing_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, table.to_csv(index=False))
     if key is not None:
-        tmp = key_path.with_name(f"{key_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dict(key), indent=1, sort_keys=True, default=str))
-        os.replace(tmp, key_path)
+        write_atomic(key_path, json.dumps(dict(key), indent=1, sort_keys=True, default=str))
 
 
 def _read_table(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame | None, str]:

@@ -33,18 +33,33 @@ def runs_dir() -> Path:
     """
     path = _folder_from_env("RLNB_RUNS", PROJECT_ROOT / "runs")
     where = "$RLNB_RUNS" if os.environ.get("RLNB_RUNS") else "the runs folder"
+    return make_folder(path, where, "point RLNB_RUNS at a writable folder")
+
+
+def make_folder(path: Path, what: str, fix: str) -> Path:
+    """Create ``path`` (with its parents) and check that files can be written in it.
+
+    A folder that is a file, lies under one or cannot be written raises ``NotADirectoryError`` or
+    ``PermissionError`` naming ``what`` it is and the ``fix``, before any work that would fail later
+    with less said (a traceback from ``mkdir``, or a run that trains and cannot save).
+    """
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise NotADirectoryError(f"{where} {path} is a file (or lies under one), not a folder: "
-                                 "point RLNB_RUNS at a folder, or move that file away") from None
+        raise NotADirectoryError(f"{what} {path} is a file (or lies under one), not a folder: {fix}, "
+                                 "or move that file away") from None
     except PermissionError:
-        raise PermissionError(f"{where} {path} cannot be created here (permission denied): "
-                              "point RLNB_RUNS at a writable folder") from None
+        raise PermissionError(f"{what} {path} cannot be created here (permission denied): {fix}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{where} {path} is not writable: runs could not be saved there; "
-                              "point RLNB_RUNS at a writable folder or fix its permissions")
+        raise PermissionError(f"{what} {path} is not writable: {fix} or fix its permissions")
     return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a temporary file, then a rename): a crash never leaves it torn."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: every rank of a launch may write
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def display_path(path: str | Path) -> str:

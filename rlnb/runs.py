@@ -65,7 +65,7 @@ from safetensors import SafetensorError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlnb.models import DamagedModelError, damaged_model_message, folder_weights_hash, load_model, resolve_model_path
-from rlnb.paths import PROJECT_ROOT, display_path, runs_dir
+from rlnb.paths import PROJECT_ROOT, display_path, make_folder, runs_dir, write_atomic
 from rlnb.train import RunConfig, build_trainer, grpo_args, trainer_class
 from rlnb.trainers import METRICS_FILE, METRICS_HEADER, truncate_metrics, truncate_samples
 
@@ -271,13 +271,6 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a small file whole or not at all, so a crash never leaves a torn ``done.json``."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: every rank of a launch writes
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def is_finished(run_dir: Path) -> bool:
     """Whether the run has its final model and a readable ``done.json`` (whatever code made it)."""
     return _read_json(run_dir / DONE) is not None and (run_dir / FINAL / "config.json").exists()
@@ -343,7 +336,7 @@ def folder_lock(run_dir: Path) -> Iterator[None]:
     if not _is_main_process():
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir, "run folder", "pass a folder that can hold the run")
     path = run_dir / LOCK
     with path.open("a+") as fh:
         try:
@@ -502,8 +495,8 @@ def _train(cfg: RunConfig, folder: Path) -> None:
     resume = last_checkpoint(folder)
     resume_step = checkpoint_step(resume) if resume else 0
     if main:
-        _write_atomic(folder / CODE, json.dumps({**code, **git_state()}, indent=2))
-        _write_atomic(folder / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+        write_atomic(folder / CODE, json.dumps({**code, **git_state()}, indent=2))
+        write_atomic(folder / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
         truncate_metrics(folder, resume_step)
         truncate_samples(folder, resume_step)
     if resume:
@@ -516,7 +509,7 @@ def _train(cfg: RunConfig, folder: Path) -> None:
     steps_done = trainer.state.global_step - resume_step
     info = {"steps": trainer.state.global_step, "train_seconds": seconds,
             "seconds_per_step": seconds / max(1, steps_done), "resumed_from": resume.name if resume else None}
-    _write_atomic(folder / DONE, json.dumps(info, indent=2))
+    write_atomic(folder / DONE, json.dumps(info, indent=2))
     if cfg.grpo.get("save_total_limit", 1) is not None:  # None keeps them all: for evaluation along training
         for ckpt in checkpoints(folder):
             shutil.rmtree(ckpt)

@@ -18,7 +18,6 @@ import functools
 import importlib
 import math
 import numbers
-import os
 import random
 import textwrap
 import types
@@ -477,32 +476,17 @@ def _fields_help() -> str:
     return "\n".join(lines)
 
 
-def run_dir_problem(run_dir: Path) -> str:
-    """Why a run folder given on the command line cannot hold a run ('' when it can): it is a file, lies under
-    one, or cannot be created or written. Said before training, rather than as a traceback from ``mkdir``."""
-    for folder in (run_dir, *run_dir.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                return "is a file" if folder == run_dir else f"lies under {folder}, which is a file"
-            if not os.access(folder, os.W_OK | os.X_OK):
-                return "is not writable" if folder == run_dir else f"cannot be created: {folder} is not writable"
-            return ""
-    return ""
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     ns = _cli_parser().parse_args(argv)
     from rlnb.runs import RunFolderError, load_or_train  # late import: runs imports this module
 
     cfg = RunConfig.from_yaml(ns.config)
-    if ns.run_dir is not None:
-        problem = run_dir_problem(Path(ns.run_dir))
-        if problem:
-            raise SystemExit(f"RUN_DIR {ns.run_dir} {problem}")
     try:
         run = load_or_train(cfg, notebook="cli", name=Path(ns.config).stem, run_dir=ns.run_dir)
     except RunFolderError as err:  # a folder of another config, or one in use: the message says what to do
         raise SystemExit(f"{ns.config}: {err}") from None
+    except (NotADirectoryError, PermissionError) as err:  # a RUN_DIR that cannot hold a run (rlnb.paths.make_folder)
+        raise SystemExit(f"RUN_DIR {ns.run_dir}: {err}") from None
     print(f"run folder: {run.run_dir}")
 
 
