@@ -26,15 +26,19 @@ from rlnb.models import model_fingerprint
 from rlnb.paths import display_path, write_atomic
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
-from rlnb.world import STEP_SEP, Problem, expert_trace, worked_prompt, works_the_problem
+from rlnb.world import STEP_SEP, Problem, expert_trace, trace_prefix, worked_prompt, works_the_problem
 
 MAX_NEW_TOKENS = 80
 """Room for a 7-digit expert trace (7 steps of up to 9 characters, the answer, EOS)."""
-PROMPT_FORMS = ("task", "worked", "first-step")
+HINT_FORMS = {"hint-25": 0.25, "hint-50": 0.5}
+"""Hinted evaluation forms (notebook 07): the task prompt with that share of the expert trace's steps after it
+(:func:`rlnb.world.trace_prefix`), the hint a guided run trained with, here given at test time."""
+PROMPT_FORMS = ("task", "worked", "first-step", *HINT_FORMS)
 """``task``: what the model chooses to do (:attr:`Problem.prompt`); ``worked``: what it knows
 (:func:`rlnb.world.worked_prompt`, the form under which the base learned its procedure); ``first-step``:
 the task prompt with the expert's first step forced after it (:func:`forced_start`), so that the choice
-to work the problem is made for the model and the rest is its own."""
+to work the problem is made for the model and the rest is its own; ``hint-25`` and ``hint-50``: the same with
+that share of the trace's steps (:data:`HINT_FORMS`)."""
 WORLD_TABLE_COLUMNS = ("level", "a", "b", "n", "correct", "steps", "steps_correct", "mean_length")
 """The columns of :func:`evaluate`'s per-problem table (see :func:`score_rollouts`)."""
 DATASET_TABLE_COLUMNS = ("problem", "level", "n", "correct", "steps", "mean_length", "answer")
@@ -49,7 +53,7 @@ def prompt_text(problem: Problem, form: str = "task") -> str:
         return problem.prompt
     if form == "worked":
         return worked_prompt(problem)
-    if form == "first-step":
+    if form == "first-step" or form in HINT_FORMS:
         return problem.prompt + forced_start(problem, form)
     raise ValueError(f"unknown prompt form {form!r}: choose one of {PROMPT_FORMS}")
 
@@ -57,9 +61,12 @@ def prompt_text(problem: Problem, form: str = "task") -> str:
 def forced_start(problem: Problem, form: str) -> str:
     """The text a prompt ``form`` writes into the completion for the model: the expert's first step and its
     separator (``7+5+0=12;``) for ``first-step``, nothing for the others. A completion is judged with it."""
+    trace = expert_trace(problem.a, problem.b)
+    if form in HINT_FORMS:
+        return trace_prefix(trace, HINT_FORMS[form])
     if form != "first-step":
         return ""
-    return expert_trace(problem.a, problem.b).split(STEP_SEP)[0] + STEP_SEP
+    return trace.split(STEP_SEP)[0] + STEP_SEP
 
 
 def score_rollouts(problems: Sequence[Problem], rollouts: Rollouts, forced: Sequence[str] | None = None) -> pd.DataFrame:
@@ -518,3 +525,22 @@ class HeldOut:
             return evaluate(model, tokenizer, self.problems, n, seed=seed, cache=cache, progress=progress)
         return evaluate_dataset(model, tokenizer, self.dataset, n, max_new_tokens=self.max_new_tokens, seed=seed,
                                 backend=self.backend, cache=cache, progress=progress)
+
+
+def along_training(
+    held: HeldOut, run_dir: str | Path, base: str, tokenizer: PreTrainedTokenizerBase, n: int, *, tag: str,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``held``'s per-problem table for every checkpoint a run kept, stacked with a ``step`` column.
+
+    Each checkpoint's table is cached in its folder (``checkpoint-N/<tag>.csv``), so following a run
+    along training samples once. ``base`` is the run's ``RunConfig.model`` (a LoRA checkpoint is
+    merged onto it, :func:`rlnb.runs.checkpoint_models`).
+    """
+    from rlnb.runs import checkpoint_models  # late import: rlnb.runs loads the trainers, which evaluation needs not
+
+    frames = []
+    for step, model in checkpoint_models(Path(run_dir), base).items():
+        cache = Path(run_dir) / f"checkpoint-{step}" / f"{tag}.csv"
+        frames.append(held.evaluate(model, tokenizer, n, seed=seed, cache=cache).assign(step=step))
+    return pd.concat(frames, ignore_index=True)

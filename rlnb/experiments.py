@@ -414,3 +414,75 @@ def grpo_family_job(preset: str = "ci", method: str = "GRPO", seed: int = 0, **o
     """The :class:`rlnb.seeds.RunJob` of a notebook-06 run, for :func:`rlnb.seeds.train_runs`."""
     folder = method.lower().replace("@", "-at-").replace(" ", "-")
     return RunJob(grpo_family_config(preset, method, seed, **overrides), GRPO_FAMILY_NOTEBOOK, folder)
+
+
+# ---------------------------------------------------------------- notebook 07: guidance
+GUIDANCE_NOTEBOOK = "07_guidance"
+GUIDANCE_METHODS: dict[str, dict] = {
+    # run name -> rlnb.guidance.GuidanceConfig options on top of guidance_config's shared settings
+    # QuestA: the first 50% of the trace's steps end the prompt of every rollout, annealed to 25%; no gradient on them
+    "hint": {"place": "hint", "share_start": 0.5, "share_end": 0.25, "schedule": "linear"},
+    # Prefix-RFT: one rollout per group continues an expert prefix whose share decays by a cosine from 95% to 5%;
+    # the prefix learns through LUFFY's shaped term on its top-20% entropy tokens
+    "prefix": {"place": "prefix", "share_start": 0.95, "share_end": 0.05, "schedule": "cosine"},
+    # the same prefix with no gradient on it: it only conditions the rollout, as a hint would
+    "prefix-no-grad": {"place": "prefix", "share_start": 0.95, "share_end": 0.05, "schedule": "cosine",
+                       "prefix_loss": "none"},
+    # BREAD-style: a one-quarter prefix, only in groups whose 8 own rollouts were all wrong
+    "adaptive": {"place": "prefix", "when": "failed_groups", "share_start": 0.25, "share_end": 0.25},
+    # the prefix run with another problem's trace of the same level: a worked start's form without its content
+    "mismatched": {"place": "prefix", "share_start": 0.95, "share_end": 0.05, "schedule": "cosine",
+                   "source": "mismatched"},
+}
+"""Notebook 07's guided runs, each :class:`rlnb.guidance.GuidanceConfig` options on :func:`guidance_config`."""
+GUIDANCE_REUSED = {"grpo": "on-policy-no-bonus", "luffy": "luffy", "sft": "sft"}
+"""Notebook 07's names for notebook 02's runs on the latent levels: GRPO is on-policy GRPO without the entropy
+bonus, because no guided run has one (so that a guided run's gain is the guidance's, not the bonus's lottery)."""
+GUIDANCE_LEVEL_SETS = ("latent", "outside")
+GUIDANCE_OUTSIDE_LENGTH = 80
+"""Completion tokens of notebook 07's outside-level runs: room for a 7-digit trace and its EOS. A hinted run
+keeps notebook 02's 64, since its hint (at least 2 of the 7 steps) sits in the prompt: the tiny base has 128
+positions, and prompt, hint and 80 tokens would pass them."""
+
+
+def guidance_config(preset: str = "ci", name: str = "hint", seed: int = 0, regime: str = "latent") -> RunConfig:
+    """A notebook-07 run: notebook 02's settings (groups of 8, accuracy reward only, lr 3e-4, 50 steps) with no
+    full traces and no entropy bonus, trained on the levels of ``regime`` ("latent" or "outside").
+
+    ``name`` is a key of :data:`GUIDANCE_METHODS`, or, on the outside level, ``grpo``, ``luffy`` or ``sft``
+    (notebook 02's switches trained there; on the latent levels those are notebook 02's own runs,
+    :func:`guidance_run`).
+    """
+    check_preset(preset)
+    if preset == "gpu":
+        raise ValueError("notebook 07 runs on the tiny world (its guidance cuts the world's trace steps): "
+                         "use preset 'ci' or 'full'")
+    if regime not in GUIDANCE_LEVEL_SETS:
+        raise ValueError(f"unknown regime {regime!r} for notebook 07: choose one of {GUIDANCE_LEVEL_SETS}")
+    shared = {"levels": levels_in(regime)}
+    if regime == "outside":  # a 7-digit trace is 72 tokens with its EOS: notebook 02's 64 would cut its answer off
+        hinted = GUIDANCE_METHODS.get(name, {}).get("place") == "hint"  # its first steps are in the prompt instead
+        shared["max_completion_length"] = 64 if hinted else GUIDANCE_OUTSIDE_LENGTH
+    if name in GUIDANCE_METHODS:
+        options = {"expert_traces": 0, "entropy_coef": 0.0, **GUIDANCE_METHODS[name]}
+        return luffy_config(preset, "luffy", seed, method="guidance", method_options=options, **shared)
+    if name in GUIDANCE_REUSED and regime == "outside":
+        return luffy_config(preset, GUIDANCE_REUSED[name], seed, method_options={"entropy_coef": 0.0}, **shared)
+    raise ValueError(f"unknown notebook-07 run {name!r} on the {regime} levels: choose one of "
+                     f"{list(GUIDANCE_METHODS) + list(GUIDANCE_REUSED)}")
+
+
+def guidance_job(preset: str = "ci", name: str = "hint", seed: int = 0, regime: str = "latent") -> RunJob:
+    """The :class:`rlnb.seeds.RunJob` of a notebook-07 run; on the latent levels ``grpo``, ``luffy`` and ``sft``
+    are notebook 02's runs (:data:`GUIDANCE_REUSED`)."""
+    if regime == "latent" and name in GUIDANCE_REUSED:
+        return luffy_job(preset, GUIDANCE_REUSED[name], seed)
+    folder = name if regime == "latent" else f"{regime}-{name}"
+    return RunJob(guidance_config(preset, name, seed, regime), GUIDANCE_NOTEBOOK, folder)
+
+
+def guidance_run(preset: str = "ci", name: str = "hint", seed: int = 0, regime: str = "latent") -> TrainedRun:
+    """A finished notebook-07 run (trained on first use, cached); ``run_dir / "final"`` loads with
+    ``from_pretrained``. Names on the latent levels: ``grpo``, ``luffy``, ``sft`` and :data:`GUIDANCE_METHODS`."""
+    job = guidance_job(preset, name, seed, regime)
+    return load_or_train(job.config, job.notebook, job.name)

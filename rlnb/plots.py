@@ -27,6 +27,8 @@ RUN_COLORS: dict[str, str] = {
     "GRPO": "#1f77b4", "DAPO": "#ff7f0e", "GSPO": "#637939", "CISPO": "#8c6d31", "NSR": "#843c39",
     "W-REINFORCE": "#7b4173", "pass@4": "#393b79", "entropy-shaped": "#de9ed6",
     "DAPO-DS": "#ffbb78", "GMPO": "#b5cf6b",  # DAPO's lighter shade (DAPO plus dynamic sampling); GSPO's (a sequence ratio)
+    # notebook 07: guidance (a prefix's light shade: the same prefix without a gradient on it)
+    "hint": "#e6550d", "prefix": "#6a3d9a", "prefix-no-grad": "#cab2d6", "adaptive": "#b15928", "mismatched": "#969696",
 }
 """One colour per run name for the whole series, so a method looks the same in every notebook's figures.
 

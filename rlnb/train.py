@@ -38,7 +38,7 @@ from rlnb.progress import progress_enabled
 from rlnb.trainers import RecordingGRPOTrainer, TidyMetricsCallback
 from rlnb.tasks import TASKS, get_task, math_training_dataset
 from rlnb.verify import worked_format_reward
-from rlnb.world import expert_trace, sample_problem
+from rlnb.world import STEP_SEP, Problem, expert_trace, sample_problem
 
 FORMAT_REWARDS: dict[str, Callable[..., list[float]] | None] = {
     "answer": None,  # the task's own format reward (world: rlnb.verify.format_reward)
@@ -52,6 +52,7 @@ METHODS: dict[str, str] = {
     "grpo": "rlnb.trainers:RecordingGRPOTrainer",
     "cov": "rlnb.entropy_control:CovGRPOTrainer",  # Clip-Cov / KL-Cov (notebook 03)
     "luffy": "rlnb.luffy:LuffyGRPOTrainer",  # mixed-policy GRPO (notebook 02)
+    "guidance": "rlnb.guidance:GuidanceGRPOTrainer",  # hints in the prompt, prefixes in the completion (notebook 07)
     "advantage": "rlnb.grpo_family:AdvantageGRPOTrainer",  # GRPO with a chosen advantage estimator
     "gmpo": "rlnb.grpo_family:RecordingGMPOTrainer",  # TRL's experimental GMPO loss, recorded
 }
@@ -357,18 +358,32 @@ def world_dataset(levels: Sequence[int], size: int, seed: int) -> Dataset:
     """Training prompts of the tiny world with the columns rewards and trainers use.
 
     ``answer`` and ``level`` feed the reward and the recording; ``expert`` is
-    the expert solver's trace, the off-policy guidance a LUFFY trainer splices in.
+    the expert solver's trace, the off-policy guidance a LUFFY trainer splices in; ``mismatched`` is the
+    trace of another problem of the same level (notebook 07's form-without-content control), drawn from a
+    generator of its own so that the training problems are the same with or without it.
     """
     rng = random.Random(f"train-{seed}")
     rows = [sample_problem(rng.choice(levels), rng, "train") for _ in range(size)]
+    other = random.Random(f"mismatched-{seed}")
     return Dataset.from_dict(
         {
             "prompt": [p.prompt for p in rows],
             "answer": [p.answer for p in rows],
             "level": [p.level for p in rows],
             "expert": [expert_trace(p.a, p.b) for p in rows],
+            "mismatched": [_other_trace(p, other) for p in rows],
         }
     )
+
+
+def _other_trace(problem: Problem, rng: random.Random) -> str:
+    """The expert trace of a training problem of ``problem``'s level whose first step differs from its own."""
+    own = expert_trace(problem.a, problem.b).split(STEP_SEP)[0]
+    while True:
+        q = sample_problem(problem.level, rng, "train")
+        trace = expert_trace(q.a, q.b)
+        if trace.split(STEP_SEP)[0] != own:
+            return trace
 
 
 def grpo_args(cfg: RunConfig, output_dir: str | Path, config_class: type[GRPOConfig] = GRPOConfig) -> GRPOConfig:

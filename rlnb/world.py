@@ -160,6 +160,19 @@ def expert_trace(a: int, b: int) -> str:
     return STEP_SEP.join(steps) + STEP_SEP + direct_answer(a, b)
 
 
+def trace_prefix(trace: str, share: float) -> str:
+    """The first ``share`` of a trace's column steps with their separators (``7+5+0=12;``), never its answer.
+
+    The guidance text of notebook 07 (:mod:`rlnb.guidance`) and of the hinted evaluation forms: a share
+    above 0 gives at least one step, and the number of steps is rounded half up.
+    """
+    steps = trace.split(STEP_SEP)[:-1]  # the last part is the answer
+    if share <= 0 or not steps:
+        return ""
+    count = min(len(steps), max(1, math.floor(share * len(steps) + 0.5)))
+    return STEP_SEP.join(steps[:count]) + STEP_SEP
+
+
 def direct_answer(a: int, b: int) -> str:
     """The completion that states the answer without working."""
     return f"{ANSWER_MARK}{a + b}"
