@@ -430,6 +430,10 @@ GUIDANCE_METHODS: dict[str, dict] = {
                        "prefix_loss": "none"},
     # BREAD-style: a one-quarter prefix, only in groups whose 8 own rollouts were all wrong
     "adaptive": {"place": "prefix", "when": "failed_groups", "share_start": 0.25, "share_end": 0.25},
+    # UFT: every rollout of the group starts with a hint of Binomial(steps, p(t)) steps, p(t) cosine 0.95 -> 0.05
+    # over the first 60% of training and 0 after; the hint learns through UFT's log-likelihood term (official 0.001)
+    "uft": {"place": "prefix", "guided_rows": 8, "share_start": 0.95, "share_end": 0.05, "schedule": "cosine",
+            "share_sampling": "binomial", "guidance_until": 0.6, "prefix_loss": "nll", "nll_coef": 0.001},
     # the prefix run with another problem's trace of the same level: a worked start's form without its content
     "mismatched": {"place": "prefix", "share_start": 0.95, "share_end": 0.05, "schedule": "cosine",
                    "source": "mismatched"},

@@ -18,21 +18,28 @@ On the tiny world a guidance text is the first column steps of a trace (:func:`r
 
 The trainer (:class:`GuidanceGRPOTrainer`) is LUFFY's with the full traces replaced by guidance;
 its loss is :func:`guidance_loss`, LUFFY's official aggregation with the prefix tokens' term chosen by
-``prefix_loss``. Written from the papers' descriptions: the official Prefix-RFT, QuestA and UFT code was
-not transcribed, and the tests (``tests/test_guidance.py``) check the equations below.
+``prefix_loss``. UFT's hint term and hint-length sampling are checked against transcriptions of its official
+code (liumy2010/UFT) in ``tests/test_guidance.py``; QuestA's official code (foreverlasting1202/QuestA,
+``datasets/add_prefix.py``) changes only the data (a prompt ending in "## Hint." and the first p% of the
+solution's *characters*), which :func:`rlnb.world.trace_prefix` cuts at whole steps instead, so that a hint
+never ends inside a step; for Prefix-RFT and BREAD no official code was available here, and their terms follow
+the papers' descriptions, checked against the equations below.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+from transformers.utils import logging as transformers_logging
 
 from rlnb.luffy import LuffyConfig, LuffyGRPOTrainer, LuffyLoss
-from rlnb.world import trace_prefix
+from rlnb.world import STEP_SEP, trace_prefix
 
 PLACES = ("hint", "prefix")
 """``hint``: the guidance ends the prompt (no gradient); ``prefix``: it starts the completion (off-policy tokens)."""
@@ -43,21 +50,36 @@ SOURCES = ("expert", "mismatched")
 PREFIX_LOSSES = ("none", "nll", "top_entropy")
 """The prefix tokens' term: no gradient; UFT's log-likelihood; Prefix-RFT's shaped advantage on top-entropy tokens."""
 SCHEDULES = ("linear", "cosine")
+SAMPLINGS = ("fixed", "binomial")
+"""``fixed``: every guided row gets the scheduled share; ``binomial``: each group draws its number of steps
+from Binomial(steps, share) (UFT)."""
 
 
-def guidance_share(step: int, max_steps: int, start: float, end: float, schedule: str = "linear") -> float:
+def guidance_share(
+    step: int, max_steps: int, start: float, end: float, schedule: str = "linear", until: float = 1.0
+) -> float:
     """The share of a trace's steps given as guidance at optimiser step ``step`` of ``max_steps``.
 
     ``linear`` goes from ``start`` to ``end`` in a straight line (QuestA anneals 50% -> 25% in stages);
-    ``cosine`` is ``end + (start - end) (1 + cos(pi t)) / 2`` with ``t = step / max_steps`` (Prefix-RFT's
-    decay, 95% -> 5%).
+    ``cosine`` is ``end + (start - end) (1 + cos(pi t)) / 2`` (Prefix-RFT's decay, 95% -> 5%; UFT's p(t)),
+    with ``t = step / (until * max_steps)``; after ``until * max_steps`` steps no guidance is given
+    (UFT's ``total_training_steps_hint``, 300 of 500 steps in its ``run.py``).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown guidance schedule {schedule!r}: choose one of {SCHEDULES}")
-    t = min(max(step / max(max_steps, 1), 0.0), 1.0)
+    horizon = until * max(max_steps, 1)
+    if step > horizon:
+        return 0.0
+    t = min(max(step / horizon, 0.0), 1.0)
     if schedule == "linear":
         return start + (end - start) * t
     return end + (start - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def sampled_share(share: float, steps: int, rng: np.random.Generator) -> float:
+    """UFT's hint length as a share: ``Binomial(steps, share) / steps`` (``rl_dataset.py`` draws, for each of
+    a hint's parts, whether it is given with probability p(t), and keeps that many parts)."""
+    return float(rng.binomial(steps, share)) / steps if steps else 0.0
 
 
 def prefix_token_mask(guide_lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -156,9 +178,14 @@ class GuidanceConfig(LuffyConfig):
         "help": "share of the trace's steps given at step 0 (at least one step whenever the share is above 0)"})
     share_end: float = field(default=0.25, metadata={"help": "share of the trace's steps given at the last step"})
     schedule: str = field(default="linear", metadata={"help": f"one of {SCHEDULES}: how the share moves"})
+    share_sampling: str = field(default="fixed", metadata={
+        "help": f"one of {SAMPLINGS}: give each guided group the scheduled share, or draw its number of steps "
+                "from Binomial(steps, share) (UFT)"})
+    guidance_until: float = field(default=1.0, metadata={
+        "help": "share of the run's steps after which no guidance is given (UFT: 0.6, its T_hint of 300 of 500)"})
     guided_rows: int = field(default=1, metadata={
         "help": "place='prefix': rollouts per guided group that start with the guidance (the rest are the "
-                "policy's own); place='hint' guides every rollout of the group"})
+                "policy's own; num_generations guides them all, as UFT does); place='hint' guides every rollout"})
     prefix_loss: str = field(default="top_entropy", metadata={
         "help": f"one of {PREFIX_LOSSES}: the guidance tokens' term of rlnb.guidance.guidance_loss"})
     top_quantile: float = field(default=0.2, metadata={
@@ -171,15 +198,18 @@ class GuidanceConfig(LuffyConfig):
                              f"(got {self.expert_traces}); guided_rows sets how many rollouts get a prefix")
         super().__post_init__()
         for name, allowed in (("place", PLACES), ("when", WHEN), ("source", SOURCES), ("schedule", SCHEDULES),
-                              ("prefix_loss", PREFIX_LOSSES)):
+                              ("prefix_loss", PREFIX_LOSSES), ("share_sampling", SAMPLINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown guidance {name} {getattr(self, name)!r}: choose one of {allowed}")
-        for name in ("share_start", "share_end"):
+        for name in ("share_start", "share_end", "guidance_until"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a share in [0, 1], got {getattr(self, name)}")
-        if not 1 <= self.guided_rows < self.num_generations:
-            raise ValueError(f"guided_rows={self.guided_rows} must leave at least one own rollout in a group of "
+        if not 1 <= self.guided_rows <= self.num_generations:
+            raise ValueError(f"guided_rows={self.guided_rows} must be between 1 and the group's "
                              f"num_generations={self.num_generations}")
+        if self.when == "failed_groups" and self.guided_rows == self.num_generations and self.place == "prefix":
+            raise ValueError("when='failed_groups' replaces guided_rows of a failed group: keep at least one own "
+                             f"rollout (guided_rows < num_generations={self.num_generations})")
         if not 0.0 < self.top_quantile <= 1.0:
             raise ValueError(f"top_quantile must be in (0, 1], got {self.top_quantile}")
         if self.scale_rewards != "none":
@@ -199,6 +229,23 @@ def completions_generated(metrics: pd.DataFrame, rows_per_step: int) -> pd.Serie
     per_step = logged.reindex(steps, fill_value=float(rows_per_step)) if len(logged) else \
         pd.Series(float(rows_per_step), index=steps)
     return per_step.cumsum().rename("completions")
+
+
+@contextmanager
+def _quiet_length_reminder():
+    """Silence transformers' "exceeded the model's predefined maximum length" reminder while guided rows generate.
+
+    It compares the *padded* batch width with ``max_position_embeddings``: a long prefixed prompt left-pads
+    every other row, so the width passes the tiny base's 128 positions although no row does (each row's
+    positions count from its first real token, from the attention mask) unless its own continuation runs long.
+    """
+    logger = transformers_logging.get_logger("transformers.generation.stopping_criteria")
+    level = logger.level
+    logger.setLevel(transformers_logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class GuidanceGRPOTrainer(LuffyGRPOTrainer):
@@ -228,7 +275,21 @@ class GuidanceGRPOTrainer(LuffyGRPOTrainer):
 
     def current_share(self) -> float:
         a = self.args
-        return guidance_share(self.state.global_step, a.max_steps, a.share_start, a.share_end, a.schedule)
+        return guidance_share(self.state.global_step, a.max_steps, a.share_start, a.share_end, a.schedule,
+                              a.guidance_until)
+
+    def _guides(self, traces: list[str], share: float) -> list[str]:
+        """Each row's guidance text at ``share``; with binomial sampling one draw per group, seeded by the run's
+        seed and step so that a resumed run draws the same."""
+        if self.args.share_sampling == "fixed":
+            return [trace_prefix(t, share) for t in traces]
+        rng = np.random.default_rng([self.args.seed, self.state.global_step])
+        g, out = self.num_generations, []
+        for start in range(0, len(traces), g):
+            steps = traces[start].count(STEP_SEP)
+            drawn = sampled_share(share, steps, rng)
+            out += [trace_prefix(t, drawn) for t in traces[start:start + g]]
+        return out
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if not self.model.training:
@@ -241,7 +302,7 @@ class GuidanceGRPOTrainer(LuffyGRPOTrainer):
             raise ValueError("guidance cuts trace steps into text prompts: the tiny world's task; conversational "
                              "prompts are not supported")
         share = self.current_share()
-        self._batch_guides = [trace_prefix(str(x[column]), share) for x in inputs]
+        self._batch_guides = self._guides([str(x[column]) for x in inputs], share)
         self._batch_answers = [x["answer"] for x in inputs]
         try:
             output = super()._generate_and_score_completions(inputs)
@@ -276,12 +337,14 @@ class GuidanceGRPOTrainer(LuffyGRPOTrainer):
         rows = [i for i in rows if self._batch_guides[i]]
         guided = {i: prompts[i] + self._batch_guides[i] for i in rows}
         if out is None:
-            out = list(super()._generate([guided.get(i, p) for i, p in enumerate(prompts)]))
+            with _quiet_length_reminder():
+                out = list(super()._generate([guided.get(i, p) for i, p in enumerate(prompts)]))
             self._metrics["train"]["guidance/generated"].append(float(n))
         else:
             self._metrics["train"]["guidance/generated"].append(float(n + len(rows)))
         if rows and self.args.when == "failed_groups":
-            sub = super()._generate(list(guided.values()))
+            with _quiet_length_reminder():
+                sub = super()._generate(list(guided.values()))
             for part, new in zip(out, sub):
                 if isinstance(part, list) and isinstance(new, list) and len(new) == len(rows):
                     for j, i in enumerate(rows):

@@ -29,6 +29,7 @@ RUN_COLORS: dict[str, str] = {
     "DAPO-DS": "#ffbb78", "GMPO": "#b5cf6b",  # DAPO's lighter shade (DAPO plus dynamic sampling); GSPO's (a sequence ratio)
     # notebook 07: guidance (a prefix's light shade: the same prefix without a gradient on it)
     "hint": "#e6550d", "prefix": "#6a3d9a", "prefix-no-grad": "#cab2d6", "adaptive": "#b15928", "mismatched": "#969696",
+    "uft": "#fdae6b",
 }
 """One colour per run name for the whole series, so a method looks the same in every notebook's figures.
 

@@ -122,8 +122,13 @@ def test_options_are_checked():
         GuidanceConfig(**common, place="prompt")
     with pytest.raises(ValueError, match="share_end must be a share"):
         GuidanceConfig(**common, share_end=1.5)
-    with pytest.raises(ValueError, match="guided_rows=8"):
-        GuidanceConfig(**common, guided_rows=8)
+    with pytest.raises(ValueError, match="guided_rows=9 must be between 1"):
+        GuidanceConfig(**common, guided_rows=9)
+    GuidanceConfig(**common, guided_rows=8)  # UFT: every rollout of the group starts with the hint
+    with pytest.raises(ValueError, match="keep at least one own rollout"):
+        GuidanceConfig(**common, guided_rows=8, when="failed_groups")
+    with pytest.raises(ValueError, match="unknown guidance share_sampling 'poisson'"):
+        GuidanceConfig(**common, share_sampling="poisson")
     with pytest.raises(ValueError, match="scale_rewards='none'"):
         GuidanceConfig(**{**common, "scale_rewards": "group"})
 
@@ -158,3 +163,36 @@ def test_the_trainer_guides_rollouts_and_trains(place, tmp_path, monkeypatch):
     else:
         assert first["prompt"] == f"{a}+{b}={hint}" and not first["completion"].startswith(hint)
     assert (run.run_dir / "final" / "config.json").exists()
+
+
+def test_nll_term_is_ufts_sft_loss():
+    """UFT's hint term, transcribed from liumy2010/UFT, ``verl/workers/actor/dp_actor.py``
+    (``update_policy``): ``sft_loss = masked_mean(CrossEntropyLoss(reduction='none')(logits, labels), hint_mask)``
+    times ``sft_loss_coef``, a token mean of the cross-entropy over the hint tokens of the micro-batch,
+    computed here from logits, apart from rlnb's log-probabilities."""
+    torch.manual_seed(1)
+    logits = torch.randn(3, 5, 19)
+    labels = torch.randint(0, 19, (3, 5))
+    hint_mask = prefix_token_mask(torch.tensor([3, 1, 0]), 5)
+    ce = torch.nn.CrossEntropyLoss(reduction="none")(logits.view(-1, 19), labels.view(-1))
+    uft = 0.001 * (ce * hint_mask.reshape(-1)).sum() / hint_mask.sum()
+    logps = torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    ours = guidance_loss(logps, logps.detach(), torch.zeros(3), hint_mask, torch.ones(3, 5), torch.zeros(3, 5),
+                         prefix_loss="nll", nll_coef=0.001, max_completion_length=5, entropy_coef=0.0)
+    assert float(ours.off_policy) == pytest.approx(float(uft), rel=1e-5)
+
+
+def test_binomial_hint_lengths_follow_ufts_sampling():
+    """UFT (liumy2010/UFT, ``verl/utils/dataset/rl_dataset.py``): the hint's length is the number of successes
+    of Binomial(steps, p(t)), p(t) = 0.05 + 0.45 (1 + cos(pi t / T_hint)), and 0 after T_hint."""
+    import numpy as np
+
+    from rlnb.guidance import sampled_share
+
+    rng = np.random.default_rng(0)
+    shares = [sampled_share(0.95, 4, rng) for _ in range(4000)]
+    assert np.mean(shares) == pytest.approx(0.95, abs=0.01)  # E[Binomial(4, p)] / 4 = p
+    assert set(np.round(np.array(shares) * 4)) <= {0, 1, 2, 3, 4}
+    assert guidance_share(30, 50, 0.95, 0.05, "cosine", until=0.6) == pytest.approx(0.05)
+    assert guidance_share(31, 50, 0.95, 0.05, "cosine", until=0.6) == 0.0
+    assert guidance_share(15, 50, 0.95, 0.05, "cosine", until=0.6) == pytest.approx(0.5)
