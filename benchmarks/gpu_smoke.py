@@ -46,6 +46,7 @@ def smoke_configs() -> dict[str, "RunConfig"]:  # noqa: F821 (imported inside: r
     configs.update({f"05 r{rank}": E.lora_rl_config("ci", 0, rank) for rank in (1, 4)})
     configs["05 worked format"] = E.format_transition_job("ci", 0).config
     configs.update({f"06 {name}": E.grpo_family_config("ci", name, 0) for name in E.GRPO_FAMILY_METHODS})
+    configs.update({f"07 {name}": E.guidance_config("ci", name, 0) for name in E.GUIDANCE_METHODS})
     configs["math grpo"] = RunConfig.from_yaml(E.GPU_ZERO_RL_YAML)
     configs["math luffy"] = RunConfig.from_yaml(E.GPU_LUFFY_YAML)
     return configs

@@ -32,7 +32,8 @@ whose pass@k notebook 04 follows along training: zero-RL and LUFFY, four or five
 
 
 def zero_rl_config(preset: str = "ci", loss_type: str = "grpo", seed: int = 0, **overrides) -> RunConfig:
-    """Zero-RL on the shipped base: the inside level and the easiest latent level mixed, accuracy reward only, no SFT."""
+    """Zero-RL on the shipped base: the inside level and the easiest latent level mixed, no SFT; the accuracy
+    reward alone unless ``format_reward_weight`` is overridden (notebook 01 adds a format term of weight 0.1)."""
     check_preset(preset)
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss type {loss_type!r} for zero-RL: choose one of {sorted(LOSS_TYPES)}")

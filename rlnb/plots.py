@@ -194,12 +194,17 @@ def seed_band(
 
 def loss_and_gradient(log: pd.DataFrame, axes=None):
     """Two panels from :func:`rlnb.logs.loss_and_gradient`: the logged loss and the gradient norm per step,
-    one thin line per run and seed, coloured by run."""
+    one thin line per run and seed, coloured by run; one legend entry per run, outside the panels so that no
+    curve hides behind it."""
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(13, 3.6))[1]
+    labelled: set[str] = set()
     for (run, _), grp in log.groupby(["run", "seed"]):
+        label = None if run in labelled else run
+        labelled.add(run)
         axes[0].plot(grp["step"], grp["loss"], color=run_color(run), lw=0.7, alpha=0.7)
-        axes[1].plot(grp["step"], grp["grad_norm"], color=run_color(run), lw=0.7, alpha=0.7)
+        axes[1].plot(grp["step"], grp["grad_norm"], color=run_color(run), lw=0.7, alpha=0.7, label=label)
     axes[0].set(xlabel="step", ylabel="logged loss", title="the loss TRL logs")
     axes[1].set(xlabel="step", ylabel="gradient norm (before clipping)", title="the gradient it backpropagates",
                 yscale="log")
+    axes[1].legend(title="run", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     return axes
