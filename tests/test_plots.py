@@ -30,9 +30,16 @@ def _log() -> pd.DataFrame:
                          for run in ("grpo", "DAPO") for s in (0, 1) for step in range(1, 6)])
 
 
+def _drawn_on(draw) -> list[plt.Axes]:
+    """The axes a helper that returns a table, not its axes, was given to draw on."""
+    ax = plt.subplots()[1]
+    draw(ax)
+    return [ax]
+
+
 HELPERS = {
     "pass_at_k_curves": lambda: [plots.pass_at_k_curves(_curves(), hue="model")],
-    "seed_bars": lambda: [plt.gca() if plots.seed_bars(_per_seed(), "pass@1", ["grpo", "sft"]) is not None else None],
+    "seed_bars": lambda: _drawn_on(lambda ax: plots.seed_bars(_per_seed(), "pass@1", ["grpo", "sft"], ax=ax)),
     "metric_over_steps": lambda: [plots.metric_over_steps(_log(), "entropy", smooth=2)],
     "seed_band": lambda: [plots.seed_band(_log().rename(columns={"value": "entropy"}), "step", "entropy")],
     "loss_and_gradient": lambda: list(plots.loss_and_gradient(_log())),
