@@ -16,7 +16,7 @@ levels, 5-step rolling mean) reaches 0.1 and 0.5 (empty when a run never does wi
 and that accuracy over the last 10 steps. These are *training* accuracies of the policy's own
 samples on the training distribution, not held-out pass@1.
 
-    OMP_NUM_THREADS=1 python benchmarks/sweep_luffy_speed.py        # 24 runs of 50 steps, 2 at a time (~10 min)
+    OMP_NUM_THREADS=1 python benchmarks/sweep_luffy_speed.py        # 21 runs of 50 steps, 2 at a time (~10 min)
 
 Writes ``data/sweeps/luffy_speed.csv`` (notebook 02 reads it). Runs are cached under ``$RLNB_RUNS``
 (default ``runs/``) in ``sweep_luffy_speed/``; the gamma = 0.1, one-trace point is notebook 02's own
