@@ -49,8 +49,6 @@ from rlnb.experiments import zero_rl_config
 from rlnb.models import load_model
 from rlnb.train import world_dataset
 
-from bench_grpo_step import markdown_table  # the sibling script, on sys.path when run as a script
-
 SIZES = {"01 ci GRPO step": 64, "04 evaluation batch": 512}
 OPTIONS = ("dynamic", "static", "static+compile", "static+compile+cpp_wrapper")
 
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(table.to_csv(index=False))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n{stamp}, {platform.node()}, torch {torch.__version__}\n")
-    print(markdown_table(table))
+    print(table.to_string(index=False))
 
 
 if __name__ == "__main__":
