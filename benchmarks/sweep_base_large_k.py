@@ -6,7 +6,7 @@ Yue et al.'s crossover would live, if it exists here. This script samples the sh
 times (4096 by default) on each of notebook 04's held-out problems of the latent levels (the same
 problems: :class:`rlnb.evaluate.HeldOut` on every level at ``EVAL_SEED``, the latent ones kept) under
 the task prompt, and writes the per-problem counts. The base's direct guesses are a few tokens long,
-so 393,216 completions take minutes on one core.
+so its 393,216 completions took about 20 minutes on one core (363-436 s per level).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_base_large_k.py          # 3 levels x 32 problems x 4096
 

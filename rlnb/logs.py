@@ -68,6 +68,13 @@ def entropy_changes(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)[keys + ["step", "dH", "cov"]]
 
 
+def least_squares_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope of ``y`` on ``x``; NaN when ``x`` does not vary (a bootstrap resample of one value)."""
+    x = np.asarray(x, dtype=float) - np.mean(x)
+    spread = (x * x).sum()
+    return float((x * (np.asarray(y, dtype=float) - np.mean(y))).sum() / spread) if spread > 0 else float("nan")
+
+
 def slope_against_null(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, n_perm: int = 2000, seed: int = 0
 ) -> dict[str, float]:
@@ -83,21 +90,15 @@ def slope_against_null(
         raise ValueError(f"need at least 3 paired values, got {len(x)} and {len(y)}")
     groups = np.zeros(len(x), dtype=int) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(seed)
-
-    def slope(a: np.ndarray, b: np.ndarray) -> float:
-        a = a - a.mean()
-        spread = (a * a).sum()
-        return float((a * (b - b.mean())).sum() / spread) if spread > 0 else float("nan")  # a resample of one x
-
-    est = slope(x, y)
-    boot = [slope(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_perm))]
+    est = least_squares_slope(x, y)
+    boot = [least_squares_slope(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_perm))]
     null = []
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     for _ in range(n_perm):
         shuffled = x.copy()
         for idx in members:
             shuffled[idx] = rng.permutation(x[idx])
-        null.append(slope(shuffled, y))
+        null.append(least_squares_slope(shuffled, y))
     null = np.asarray(null)
     return {"slope": est, "lo": float(np.nanquantile(boot, 0.025)), "hi": float(np.nanquantile(boot, 0.975)),
             "null_lo": float(np.quantile(null, 0.025)), "null_hi": float(np.quantile(null, 0.975)),
