@@ -70,6 +70,10 @@ def phase_held_slopes(
     (large early, small late), so a slope beyond it can be a contrast between training phases. Held fixed here:
     each series is detrended (minus its centred rolling mean over ``window`` steps), the null shuffles only within
     windows of ``window`` neighbouring steps, and the interval resamples whole runs. One row per subset.
+
+    What it cannot remove: a trend that bends *within* a window (the first steps, where both series fall
+    fastest) survives the rolling mean in part, and a relation that lives only between phases is, by
+    construction, not measured. The first-token test (:func:`first_token_law`) has no time axis at all.
     """
     labelled = label_updates(pairs, steps_per_generation)
     rows = []

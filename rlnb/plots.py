@@ -57,14 +57,23 @@ def run_palette(names) -> dict[str, str]:
 
 
 def level_palette(levels) -> dict:
-    """Levels coloured by their regime, darker for harder levels within a regime."""
+    """Levels coloured by their regime, from a light tint to a dark shade of the regime's colour as the level
+    gets harder.
+
+    The shades span the whole tint-to-shade range of the regime (a lone level gets the regime's own colour),
+    so that three latent levels read as three colours, not as one orange three times.
+    """
     from rlnb.world import REGIMES
 
     out = {}
     for regime, base in REGIME_COLORS.items():
         members = sorted(lvl for lvl in levels if REGIMES.get(int(lvl)) == regime)
-        shades = sns.light_palette(base, n_colors=len(members) + 2).as_hex()[2:]
-        out.update({lvl: shade for lvl, shade in zip(members, shades)})
+        if len(members) == 1:
+            out[members[0]] = base
+        elif members:
+            ramp = sns.blend_palette([sns.light_palette(base, 5)[2], base, sns.dark_palette(base, 5)[2]],
+                                     n_colors=len(members)).as_hex()
+            out.update(zip(members, ramp))
     return out
 
 

@@ -9,7 +9,8 @@ of configurations from a real run's table to measure how often that rule calls a
 not there (false calls), how often it finds one that is (power), and whether its intervals cover the
 truth. :func:`pass_at_k_band` is the same two-stage resampling for one configuration's pass@k curve,
 and :func:`event_rate` gives threshold events ("4 of 6 seeds crossed 0.5") a Wilson interval;
-:func:`seed_difference` compares a quantity measured once per run (no problems to resample) by Welch's interval.
+:func:`seed_difference` compares a quantity measured once per run (no problems to resample) by Welch's interval,
+and :func:`support_dynamics` counts which problems an RL model keeps, gains and loses against its base.
 
 Tables are per-problem evaluation tables as :meth:`rlnb.evaluate.HeldOut.evaluate` returns them,
 stacked over training seeds with a ``seed`` column (:func:`stack_seeds`).
@@ -354,6 +355,54 @@ def event_rate(successes: int, trials: int, ci: float = 0.95) -> Rate:
     low = 0.0 if successes == 0 else max(0.0, center - half)
     high = 1.0 if successes == trials else min(1.0, center + half)
     return Rate(int(successes), int(trials), p, float(low), float(high))
+
+
+# --------------------------------------------------------------------------- #
+# Support: which problems each model solves at all
+# --------------------------------------------------------------------------- #
+
+SUPPORT_COLUMNS = ("preserved", "expanded", "shrunk", "out", "SRR", "NDR", "SDS", "NSCR")
+"""The columns of :func:`support_dynamics` after ``seed``: the four counts, then the four rates."""
+
+
+def support_dynamics(base: pd.DataFrame, rl: pd.DataFrame, *, k: int, level: Levels = None) -> pd.DataFrame:
+    """Wu et al.'s ("The Invisible Leash", 2025) support metrics of an RL model against its base, per training seed.
+
+    A problem is in a model's empirical support at ``k`` when one of ``k`` samples solves it. Counted over the
+    held-out problems, as the paper's tables count them: *preserved* (P, both solve it), *expanded* (E, only the
+    RL model), *shrunk* (S, only the base) and *out* (O, neither). Then
+
+    * support retention rate SRR = P / (P + S): the share of the base's solvable problems the RL model keeps;
+    * net discovery rate NDR = E / (P + E): the share of the RL model's support that is new;
+    * support dynamic score SDS = 2 SRR NDR / (SRR + NDR), their harmonic mean;
+    * net support change rate NSCR = (E - S) / (P + E + S), in [-1, 1]: above 0 the support grew.
+
+    The counts are expectations under each problem's unbiased pass@k (base and RL sampled independently),
+    so at ``k`` equal to both tables' sample count they are the plain indicator counts, and below it they
+    do not depend on which ``k`` of the ``n`` samples were drawn. ``base`` holds one seed (several are
+    averaged into one pass@k per problem); ``rl`` stacks its training seeds (:func:`stack_seeds`), each
+    with its own row. A rate whose denominator is 0 is NaN.
+
+    Raises:
+        ValueError: for missing columns, tables holding different problems, or ``k`` above a table's ``n``.
+    """
+    rows_base, rows_rl = _select(base, level, "base"), _select(rl, level, "rl")
+    sb, sr = _seed_problems(rows_base, [k], "base"), _seed_problems(rows_rl, [k], "rl")
+    if not sb.problems.equals(sr.problems):
+        raise ValueError(f"tables base and rl hold different problems ({len(sb.problems)} and {len(sr.problems)}): "
+                         "evaluate both on the same HeldOut set")
+    found_base = sb.values[:, :, 0].mean(axis=0)
+    out = []
+    for seed, found_rl in zip(sr.seeds, sr.values[:, :, 0]):
+        p = float(np.sum(found_base * found_rl))
+        e = float(np.sum((1 - found_base) * found_rl))
+        s = float(np.sum(found_base * (1 - found_rl)))
+        o = float(np.sum((1 - found_base) * (1 - found_rl)))
+        ratio = lambda num, den: num / den if den > 0 else float("nan")
+        srr, ndr = ratio(p, p + s), ratio(e, p + e)
+        out.append({"seed": seed, "preserved": p, "expanded": e, "shrunk": s, "out": o, "SRR": srr, "NDR": ndr,
+                    "SDS": ratio(2 * srr * ndr, srr + ndr), "NSCR": ratio(e - s, p + e + s)})
+    return pd.DataFrame(out, columns=["seed", *SUPPORT_COLUMNS])
 
 
 # --------------------------------------------------------------------------- #

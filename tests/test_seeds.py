@@ -62,6 +62,13 @@ def test_every_run_gets_one_stable_colour():
     assert plots.run_palette(["sft", "grpo"]) == {"sft": plots.RUN_COLORS["sft"], "grpo": plots.RUN_COLORS["grpo"]}
     levels = plots.level_palette(LEVELS)
     assert set(levels) == set(LEVELS) and len(set(levels.values())) == len(LEVELS)
+    import itertools
+
+    from matplotlib.colors import to_rgb
+
+    closest = min(np.linalg.norm(np.subtract(to_rgb(levels[a]), to_rgb(levels[b])))
+                  for a, b in itertools.combinations(LEVELS, 2))
+    assert closest > 0.35  # the three latent oranges were 0.25 apart in RGB, and read as one
 
 
 def test_per_seed_levels_and_seed_bars_show_the_mean_and_the_range_across_seeds():

@@ -261,3 +261,40 @@ def test_seed_difference_false_calls_on_identical_runs_are_near_nominal():
     rng = np.random.default_rng(0)
     calls = np.mean([seed_difference(rng.normal(0, 1, 3), rng.normal(0, 1, 3)).resolved for _ in range(400)])
     assert calls <= 0.08  # Welch at 3 against 3 is slightly conservative
+
+
+def test_support_counts_at_k_equal_to_n_are_the_problems_each_model_solves_at_all():
+    from rlnb.stats import SUPPORT_COLUMNS, support_dynamics
+
+    base = world_table({0: [2, 0, 1, 0, 0]})   # solves problems 0 and 2
+    rl = world_table({0: [4, 3, 0, 0, 1],      # keeps 0, gains 1 and 4, loses 2
+                      1: [4, 0, 1, 0, 0]})     # exactly the base's support
+    table = support_dynamics(base, rl, k=4).set_index("seed")
+    assert list(table.columns) == list(SUPPORT_COLUMNS)
+    assert table.loc[0, ["preserved", "expanded", "shrunk", "out"]].tolist() == [1, 2, 1, 1]
+    assert table.loc[0, "SRR"] == 0.5 and table.loc[0, "NDR"] == pytest.approx(2 / 3)
+    assert table.loc[0, "SDS"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert table.loc[0, "NSCR"] == pytest.approx((2 - 1) / 4)
+    assert table.loc[1, ["SRR", "NDR", "NSCR"]].tolist() == [1.0, 0.0, 0.0] and table.loc[1, "SDS"] == 0.0
+
+
+def test_support_counts_below_n_are_expectations_under_pass_at_k():
+    from rlnb.stats import support_dynamics
+
+    base, rl = world_table({0: [2, 4]}), world_table({0: [4, 0]})
+    row = support_dynamics(base, rl, k=1).iloc[0]
+    # pass@1 is c / n: base 0.5 and 1.0, RL 1.0 and 0.0
+    assert row["preserved"] == pytest.approx(0.5) and row["expanded"] == pytest.approx(0.5)
+    assert row["shrunk"] == pytest.approx(1.0) and row["out"] == pytest.approx(0.0)
+    assert row[["preserved", "expanded", "shrunk", "out"]].sum() == pytest.approx(2)
+    nobody = support_dynamics(world_table({0: [0, 0]}), world_table({0: [0, 0]}), k=4).iloc[0]
+    assert nobody["out"] == 2 and np.isnan(nobody["SRR"]) and np.isnan(nobody["NSCR"])
+
+
+def test_support_refuses_tables_of_different_problems_or_a_k_above_n():
+    from rlnb.stats import support_dynamics
+
+    with pytest.raises(ValueError, match="different problems"):
+        support_dynamics(world_table({0: [1, 1]}), world_table({0: [1, 1, 1]}), k=1)
+    with pytest.raises(ValueError, match="exceeds the n=4"):
+        support_dynamics(world_table({0: [1]}), world_table({0: [1]}), k=8)

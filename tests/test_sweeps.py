@@ -55,3 +55,58 @@ def test_the_base_large_k_sweep_samples_notebook_04s_problems_and_writes_their_c
     assert table["correct"].between(0, 4).all()
     committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "base_large_k.csv")
     assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {4096}
+
+
+def test_the_grpo_family_long_sweep_writes_the_base_and_each_run_on_the_same_held_out_problems(tmp_path):
+    sweep = _script("sweep_grpo_family")
+    out = tmp_path / "grpo_family_long.csv"
+    sweep.main(["long", "--methods", "GRPO", "NSR", "--seeds", "0", "--steps", "2", "--problems", "2",
+                "--samples", "3", "--workers", "1", "--out", str(out)])
+    table = pd.read_csv(out)
+    assert list(dict.fromkeys(table["method"])) == ["base", "GRPO", "NSR"]
+    problems = table.groupby("method")[["level", "a", "b"]].apply(lambda t: sorted(map(tuple, t.values)))
+    assert problems["base"] == problems["GRPO"] == problems["NSR"] and len(problems["base"]) == 4  # 2 levels x 2
+    assert set(table["n"]) == {3} and table["correct"].between(0, 3).all() and set(table["steps"].dropna()) == {2}
+    committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "grpo_family_long.csv")
+    assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {64}
+
+
+def test_the_gspo_clip_sweep_scales_both_ends_of_the_clip_range_and_logs_the_clipped_share(tmp_path):
+    from rlnb.experiments import GRPO_FAMILY_METHODS
+
+    sweep = _script("sweep_grpo_family")
+    keyed = sweep.gspo_clip_jobs([1.0, 10.0], [0])
+    paper = GRPO_FAMILY_METHODS["GSPO"]["grpo"]
+    for labels, job in keyed:
+        grpo = job.config.grpo
+        assert grpo["epsilon"] == paper["epsilon"] * labels["clip_scale"] == labels["epsilon"]
+        assert grpo["epsilon_high"] == paper["epsilon_high"] * labels["clip_scale"]
+        assert grpo["importance_sampling_level"] == "sequence"
+    out = tmp_path / "gspo_clip.csv"
+    sweep.main(["gspo-clip", "--scales", "10", "--seeds", "0", "--steps", "2", "--problems", "1", "--samples", "2", "--workers", "1",
+                "--out", str(out)])
+    table = pd.read_csv(out)
+    runs = table[table.method == "GSPO"]
+    assert set(runs["clip_scale"]) == {10.0} and runs["clip_share"].between(0, 1).all()
+    committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "gspo_clip.csv")
+    assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {8}
+
+
+def test_the_entropy_dose_sweep_scales_one_knob_per_intervention_around_notebook_03s_strength(tmp_path):
+    from rlnb.experiments import ENTROPY_INTERVENTIONS
+
+    sweep = _script("sweep_entropy_dose")
+    value, switch = sweep.dose("KL-Cov", 4.0)
+    assert value == 4.0 * ENTROPY_INTERVENTIONS["KL-Cov"]["method_options"]["kl_coef"] == switch["method_options"]["kl_coef"]
+    assert switch["method_options"]["kl_cov_ratio"] == ENTROPY_INTERVENTIONS["KL-Cov"]["method_options"]["kl_cov_ratio"]
+    assert ENTROPY_INTERVENTIONS["KL-Cov"]["method_options"]["kl_coef"] != value  # the notebook's switch is untouched
+    out = tmp_path / "entropy_dose.csv"
+    sweep.main(["--interventions", "entropy bonus", "--factors", "0.25", "--seeds", "0", "--steps", "2",
+                "--problems", "2", "--samples", "2", "--workers", "1", "--out", str(out)])
+    table = pd.read_csv(out)
+    assert list(dict.fromkeys(table["intervention"])) == ["base", "baseline", "entropy bonus"]
+    bonus = table[table.intervention == "entropy bonus"]
+    assert set(bonus["strength"]) == {0.25 * ENTROPY_INTERVENTIONS["entropy bonus"]["grpo"]["entropy_coef"]}
+    assert (table.loc[table.intervention != "base", "end_entropy"] > 0).all() and set(table["n"]) == {2}
+    committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "entropy_dose.csv")
+    assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {16}
