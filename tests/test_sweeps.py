@@ -110,3 +110,22 @@ def test_the_entropy_dose_sweep_scales_one_knob_per_intervention_around_notebook
     assert (table.loc[table.intervention != "base", "end_entropy"] > 0).all() and set(table["n"]) == {2}
     committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "entropy_dose.csv")
     assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {16}
+
+
+def test_the_lora_transfer_sweep_compares_every_rank_with_full_fine_tuning_at_loras_last_step(tmp_path):
+    from rlnb.experiments import LORA_RATES, LORA_STEPS, ZERO_RL_NOTEBOOK
+
+    sweep = _script("sweep_lora_transfer")
+    keyed = sweep.jobs([1, 32], [0])
+    assert [labels["run"] for labels, _ in keyed] == ["full", "r1", "r32"]
+    full, r1, r32 = (job for _, job in keyed)
+    assert full.notebook == ZERO_RL_NOTEBOOK and full.config.lora is None  # notebook 01's run itself
+    assert r1.config.learning_rate == LORA_RATES[1] and r32.config.max_steps == LORA_STEPS["ci"]
+    out = tmp_path / "lora_transfer.csv"
+    sweep.main(["--ranks", "1", "--seeds", "0", "--steps", "2", "--problems", "2", "--samples", "2", "--workers", "1",
+                "--out", str(out)])
+    table = pd.read_csv(out)
+    assert list(dict.fromkeys(table["run"])) == ["base", "full", "r1"] and set(table.loc[table.run != "base", "step"]) == {2}
+    assert len(table) == 3 * 2 * 2 and set(table["n"]) == {2}  # 3 models x 2 levels x 2 problems
+    committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "lora_transfer.csv")
+    assert list(committed.columns) == list(table.columns) and set(committed["seed"]) == set(range(6))
