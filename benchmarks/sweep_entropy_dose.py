@@ -69,7 +69,7 @@ def jobs(names: list[str], factors: list[float], seeds: list[int], steps: int | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rlnb.evaluate import HeldOut
+    from rlnb.evaluate import HeldOut, labelled_evaluations
     from rlnb.experiments import entropy_baseline_config
     from rlnb.logs import tail_means
     from rlnb.models import load_model
@@ -95,15 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     held = HeldOut.for_preset("ci", cfg.levels, ns.problems, EVAL_SEED, max_new_tokens=cfg.max_completion_length)
     tag = f"{ns.problems}x{ns.samples}-eval{EVAL_SEED}"
     base_model, tokenizer = load_model(cfg.model)
-    columns = ["level", "a", "b", "n", "correct"]
-    frames = [held.evaluate(base_model, tokenizer, ns.samples, seed=0,
-                            cache=runs_dir() / NOTEBOOK / "eval" / f"base-{tag}.csv")[columns]
-              .assign(intervention="base", knob="", strength=None, seed=0, end_entropy=None)]
+    models = [({"intervention": "base", "knob": "", "strength": None, "seed": 0, "end_entropy": None}, base_model,
+               runs_dir() / NOTEBOOK / "eval" / f"base-{tag}.csv")]
     for (labels, _), run in zip(keyed, runs):
         end = float(tail_means(run.metrics.assign(run=labels["intervention"], seed=labels["seed"]), "entropy").iloc[0, 0])
-        table = held.evaluate(run.model, tokenizer, ns.samples, seed=0, cache=run.run_dir / f"eval-{tag}.csv")
-        frames.append(table[columns].assign(**labels, end_entropy=end))
-    table = pd.concat(frames, ignore_index=True)
+        models.append(({**labels, "end_entropy": end}, run.model, run.run_dir / f"eval-{tag}.csv"))
+    table = labelled_evaluations(held, tokenizer, models, ns.samples)
     Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(ns.out, index=False)
     table["pass@1"] = table["correct"] / table["n"]

@@ -33,7 +33,6 @@ SWEEPS = HERE.parent / "data" / "sweeps"
 NOTEBOOK = "sweep_grpo_family"
 LONG_METHODS = ("GRPO", "NSR", "W-REINFORCE", "pass@4")
 GSPO_SCALES = (1.0, 10.0, 100.0)
-TABLE_COLUMNS = ["level", "a", "b", "n", "correct"]
 
 
 def long_jobs(methods: list[str], seeds: list[int], steps: int) -> list[tuple[dict, object]]:
@@ -64,14 +63,8 @@ def gspo_clip_jobs(scales: list[float], seeds: list[int], steps: int | None = No
     return out
 
 
-def held_out_rows(labels: dict, model, tokenizer, held, samples: int, cache: Path) -> pd.DataFrame:
-    """The per-problem evaluation of one model, with its labels as columns."""
-    table = held.evaluate(model, tokenizer, samples, seed=0, cache=cache)[TABLE_COLUMNS]
-    return table.assign(**labels)
-
-
 def main(argv: list[str] | None = None) -> None:
-    from rlnb.evaluate import HeldOut
+    from rlnb.evaluate import HeldOut, labelled_evaluations
     from rlnb.experiments import grpo_family_config
     from rlnb.models import load_model
     from rlnb.paths import runs_dir
@@ -98,14 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     held = HeldOut.for_preset("ci", cfg.levels, ns.problems, EVAL_SEED, max_new_tokens=cfg.max_completion_length)
     tag = f"{ns.problems}x{samples}-eval{EVAL_SEED}"
     base_model, tokenizer = load_model(cfg.model)
-    frames = [held_out_rows({"method": "base", "seed": 0}, base_model, tokenizer, held, samples,
-                            runs_dir() / NOTEBOOK / "eval" / f"base-{tag}.csv")]
+    models = [({"method": "base", "seed": 0}, base_model, runs_dir() / NOTEBOOK / "eval" / f"base-{tag}.csv")]
     for (labels, _), run in zip(keyed, runs):
         if not long:
             clipped = run.metrics[run.metrics.metric == "clip_ratio/region_mean"]["value"]
             labels = {**labels, "clip_share": float(clipped.mean())}
-        frames.append(held_out_rows(labels, run.model, tokenizer, held, samples, run.run_dir / f"eval-{tag}.csv"))
-    table = pd.concat(frames, ignore_index=True)
+        models.append((labels, run.model, run.run_dir / f"eval-{tag}.csv"))
+    table = labelled_evaluations(held, tokenizer, models, samples)
     out = Path(ns.out or SWEEPS / ("grpo_family_long.csv" if long else "gspo_clip.csv"))
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

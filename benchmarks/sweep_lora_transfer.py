@@ -23,7 +23,6 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOK = "sweep_lora_transfer"
-COLUMNS = ["level", "a", "b", "n", "correct"]
 
 
 def jobs(ranks: list[int], seeds: list[int], steps: int | None = None) -> list[tuple[dict, object]]:
@@ -42,7 +41,7 @@ def jobs(ranks: list[int], seeds: list[int], steps: int | None = None) -> list[t
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rlnb.evaluate import evaluate
+    from rlnb.evaluate import HeldOut, labelled_evaluations
     from rlnb.experiments import LORA_STEPS, lora_rl_config
     from rlnb.models import load_model
     from rlnb.paths import runs_dir
@@ -67,16 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     problems = make_problems(cfg.levels, ns.problems, seed=EVAL_SEED)
     tag = f"{ns.problems}x{ns.samples}-eval{EVAL_SEED}"
     base_model, tokenizer = load_model(cfg.model)
-    frames = [evaluate(base_model, tokenizer, problems, ns.samples, seed=0,
-                       cache=runs_dir() / NOTEBOOK / "eval" / f"base-{tag}.csv")[COLUMNS].assign(run="base", seed=0, step=0)]
+    models = [({"run": "base", "seed": 0, "step": 0}, base_model, runs_dir() / NOTEBOOK / "eval" / f"base-{tag}.csv")]
     for (labels, _), run in zip(keyed, runs):
-        models = checkpoint_models(run.run_dir, cfg.model)
-        if step not in models:
-            raise RuntimeError(f"{run.run_dir} has no checkpoint at step {step} (it has {sorted(models)})")
-        table = evaluate(models[step], tokenizer, problems, ns.samples, seed=0,
-                         cache=run.run_dir / f"checkpoint-{step}" / f"eval05-{tag}.csv")
-        frames.append(table[COLUMNS].assign(**labels, step=step))
-    table = pd.concat(frames, ignore_index=True)
+        checkpoints = checkpoint_models(run.run_dir, cfg.model)
+        if step not in checkpoints:
+            raise RuntimeError(f"{run.run_dir} has no checkpoint at step {step} (it has {sorted(checkpoints)})")
+        models.append(({**labels, "step": step}, checkpoints[step], run.run_dir / f"checkpoint-{step}" / f"eval05-{tag}.csv"))
+    table = labelled_evaluations(HeldOut(problems=problems), tokenizer, models, ns.samples)
     Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(ns.out, index=False)
     table["pass@1"] = table["correct"] / table["n"]

@@ -277,6 +277,21 @@ def summarize(table: pd.DataFrame, ks: Sequence[int] = (1,)) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+SWEEP_COLUMNS = ("level", "a", "b", "n", "correct")
+"""The per-problem columns a sweep table keeps of :meth:`HeldOut.evaluate`'s (with its models' labels beside them)."""
+
+
+def labelled_evaluations(
+    held: "HeldOut", tokenizer: PreTrainedTokenizerBase, models: Sequence[tuple[Mapping[str, Any], PreTrainedModel, Path]],
+    n: int,
+) -> pd.DataFrame:
+    """One per-problem table of every ``(labels, model, cache)`` evaluated on ``held`` with ``n`` samples each, its
+    rows carrying the model's labels as columns: the table a ``benchmarks/sweep_*.py`` script writes to
+    ``data/sweeps/``, so that its notebook computes pass@k and paired intervals from the counts itself."""
+    return pd.concat([held.evaluate(model, tokenizer, n, seed=0, cache=cache)[list(SWEEP_COLUMNS)].assign(**labels)
+                      for labels, model, cache in models], ignore_index=True)
+
+
 def per_seed_levels(tables: dict[tuple[str, int], pd.DataFrame], ks: Sequence[int] = ()) -> pd.DataFrame:
     """Held-out pass@1, steps written and length per ``(run, seed)`` and level, from per-problem tables.
 
