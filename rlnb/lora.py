@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import pandas as pd
 import torch
 from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
 
@@ -162,6 +163,76 @@ def merge_for_eval(peft_model) -> PreTrainedModel:
     tool (vLLM, pass@k evaluation) that knows nothing of PEFT.
     """
     return copy.deepcopy(peft_model).merge_and_unload().eval()
+
+
+# ------------------------------------------------------------------ does the update fit in low rank?
+
+
+def _adapted_updates(base: torch.nn.Module, tuned: torch.nn.Module,
+                     target_modules: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``tuned - base`` for every 2-D weight of a module LoRA would adapt (``<...>.<target>.weight``), by name."""
+    base_params = dict(base.named_parameters())
+    tuned_params = dict(tuned.named_parameters())
+    if base_params.keys() != tuned_params.keys():
+        missing = sorted(base_params.keys() ^ tuned_params.keys())[:3]
+        raise ValueError(f"base and tuned models have different parameters (e.g. {missing}): compare a fine-tuned "
+                         "model with the base it was trained from")
+    updates = {}
+    for name, weight in base_params.items():
+        parts = name.split(".")
+        if weight.dim() == 2 and len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in target_modules:
+            updates[name] = (tuned_params[name].detach().double() - weight.detach().double()).cpu()
+    if not updates:
+        raise ValueError(f"no 2-D weight of a module named {list(target_modules)} in the model: nothing LoRA would "
+                         "adapt (name the projections with target_modules)")
+    return updates
+
+
+def update_spectrum(base: torch.nn.Module, tuned: torch.nn.Module, ranks: Sequence[int] = (1, 4, 32),
+                    target_modules: Sequence[str] = TINA_TARGET_MODULES) -> pd.DataFrame:
+    """How much of full fine-tuning's update of each adapted matrix lies in its top singular directions.
+
+    Tina's premise is that the RL update is low-rank; this measures it on a
+    full fine-tuning run instead of assuming it. Per matrix: its shape, the
+    update's Frobenius norm relative to the base weight's, and for each rank
+    ``r`` the share of the update's energy (sum of squared singular values)
+    in the top ``r`` directions, which is what a rank-``r`` truncation keeps
+    (Eckart-Young). A rank at or above a matrix's smaller side keeps all of it.
+    """
+    base_params = dict(base.named_parameters())
+    rows = []
+    for name, delta in _adapted_updates(base, tuned, target_modules).items():
+        energy = torch.linalg.svdvals(delta).pow(2)
+        total = float(energy.sum())
+        row = {"matrix": name.removesuffix(".weight"), "module": name.split(".")[-2], "shape": tuple(delta.shape),
+               "relative norm": float(delta.norm() / base_params[name].detach().double().norm())}
+        for r in ranks:
+            row[f"energy in top {r}"] = float(energy[:r].sum() / total) if total > 0 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def truncate_update(base: PreTrainedModel, tuned: PreTrainedModel, rank: int | None,
+                    target_modules: Sequence[str] = TINA_TARGET_MODULES) -> PreTrainedModel:
+    """The base plus full fine-tuning's update of LoRA's matrices, each cut to its best rank-``rank`` approximation.
+
+    Everything LoRA does not adapt (embeddings, norms, biases) stays the
+    base's, as in a LoRA run, so the model tests whether *the update full
+    fine-tuning found* survives LoRA's constraint. ``rank=None`` keeps each
+    matrix's whole update: the reference that separates the rank limit from
+    the frozen parameters. ``base`` and ``tuned`` are left unchanged.
+    """
+    if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
+        raise ValueError(f"rank must be a positive integer or None (the whole update), got {rank!r}")
+    model = copy.deepcopy(base).eval()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, delta in _adapted_updates(base, tuned, target_modules).items():
+            if rank is not None and rank < min(delta.shape):
+                u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+                delta = (u[:, :rank] * s[:rank]) @ vh[:rank]
+            params[name].add_(delta.to(params[name].dtype))
+    return model
 
 
 # ------------------------------------------------------------------ step cost

@@ -18,6 +18,8 @@ from rlnb.lora import (
     lora_parameter_count,
     merge_for_eval,
     r1_distill_qwen_1p5b_config,
+    truncate_update,
+    update_spectrum,
 )
 from rlnb.rollout import token_logprobs
 from rlnb.train import grpo_args
@@ -155,3 +157,35 @@ def test_step_cost_times_generation_and_counts_what_is_trained():
     assert full.params.trainable == full.params.total and lora.params.trainable < 0.05 * full.params.total
     with pytest.raises(ValueError, match="steps >= 1"):
         grpo_step_cost(RunConfig(**small), steps=0)
+
+
+def test_a_rank_r_lora_update_has_all_its_energy_in_r_directions_and_survives_truncation_to_r(base):
+    base, tok = base
+    lora = merge_for_eval(trained_looking_adapter(base, rank=4))
+    spectrum = update_spectrum(base, lora, ranks=(1, 4, 32))
+    assert set(spectrum["module"]) == set(TINA_TARGET_MODULES) and len(spectrum) == 7 * base.config.num_hidden_layers
+    assert (spectrum["energy in top 4"] > 1 - 1e-9).all() and (spectrum["energy in top 32"] > 1 - 1e-9).all()
+    assert (spectrum["energy in top 1"] < 0.99).all() and (spectrum["relative norm"] > 0).all()
+    # cutting a rank-4 update to rank 4 gives the same model back; to rank 1 it does not
+    gap = lambda m: (text_logprobs(m, tok, PROMPTS) - text_logprobs(lora, tok, PROMPTS)).abs().max().item()
+    assert gap(truncate_update(base, lora, 4)) < 1e-4 and gap(truncate_update(base, lora, None)) < 1e-4
+    assert gap(truncate_update(base, lora, 1)) > 1e-3
+
+
+def test_truncation_keeps_the_base_outside_loras_matrices_and_leaves_its_inputs_alone(base):
+    base, _ = base
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            p.add_(0.01 * torch.ones_like(p))
+    before = {n: p.clone() for n, p in base.named_parameters()}
+    cut = truncate_update(base, tuned, 1)
+    for (name, p), q in zip(cut.named_parameters(), before.values()):
+        adapted = name.endswith(".weight") and name.split(".")[-2] in TINA_TARGET_MODULES
+        # a constant shift of every entry is rank one: kept exactly; everything else is the base's
+        assert torch.allclose(p, q + 0.01, atol=1e-6) if adapted else torch.equal(p, q), name
+    assert all(torch.equal(p, before[n]) for n, p in base.named_parameters())
+    with pytest.raises(ValueError, match="positive integer"):
+        truncate_update(base, tuned, 0)
+    with pytest.raises(ValueError, match="no 2-D weight"):
+        update_spectrum(base, tuned, target_modules=("not_a_module",))
