@@ -1,17 +1,23 @@
-"""Notebook 05's 4-digit transfer per LoRA rank, over enough seeds to state it as an event rate (issues #25, #27).
+"""Notebook 05's LoRA ranks against full fine-tuning over six seeds: along training, the 4-digit transfer, and
+full fine-tuning's update cut to each rank (issues #25, #27).
 
 Notebook 05 trains each rank on two seeds. Whether 4 digits has started to move by LoRA's last step is a
 threshold event whose timing varies from seed to seed (notebook 01), so two seeds cannot say whether a rank
-transfers more often than another. This trains full fine-tuning (notebook 01's GRPO run, compared at its
-checkpoint of LoRA's last step, as notebook 05 does) and every rank of ``--ranks`` at notebook 05's rate
-(:func:`rlnb.experiments.lora_rl_config`) over ``--seeds``, and samples each at that step on notebook 05's
-held-out problems (32 per level x 8 completions).
+transfers more often than another, nor how the ranks compare before they saturate. This trains full
+fine-tuning (notebook 01's GRPO run, compared at its checkpoints up to LoRA's last step, as notebook 05 does)
+and every rank of ``--ranks`` at notebook 05's rate (:func:`rlnb.experiments.lora_rl_config`) over ``--seeds``,
+and samples every checkpoint up to that step on notebook 05's held-out problems (32 per level x 8
+completions). It also evaluates, per seed, full fine-tuning's update at that step cut to each rank
+(:func:`rlnb.lora.truncate_update`, run ``full cut to r<r>``) and kept whole on LoRA's matrices only (run
+``full, LoRA's matrices``): does the update full fine-tuning found fit in low rank?
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lora_transfer.py      # 24 runs (6 of 60 steps, 18 of 45), 2 at a time
 
 Writes ``data/sweeps/lora_transfer.csv`` (per problem: ``run, seed, step, level, a, b, n, correct``; the base as
-``run = base``), which notebook 05 reads. Runs are cached under ``$RLNB_RUNS`` (default ``runs/``): full
-fine-tuning in notebook 01's folder, the LoRA runs in ``sweep_lora_transfer/``.
+``run = base``) and, beside it, ``lora_transfer_training.csv`` (each run's training accuracy per step and
+level, from its log: ``run, seed, step, level, accuracy``), which notebook 05 reads. Runs are cached under
+``$RLNB_RUNS`` (default ``runs/``): full fine-tuning in notebook 01's folder, the LoRA runs in
+``sweep_lora_transfer/``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ def jobs(ranks: list[int], seeds: list[int], steps: int | None = None) -> list[t
 def main(argv: list[str] | None = None) -> None:
     from rlnb.evaluate import HeldOut, labelled_evaluations
     from rlnb.experiments import LORA_STEPS, lora_rl_config
+    from rlnb.lora import truncate_update
     from rlnb.models import load_model
     from rlnb.paths import runs_dir
     from rlnb.runs import checkpoint_models
@@ -71,14 +78,27 @@ def main(argv: list[str] | None = None) -> None:
         checkpoints = checkpoint_models(run.run_dir, cfg.model)
         if step not in checkpoints:
             raise RuntimeError(f"{run.run_dir} has no checkpoint at step {step} (it has {sorted(checkpoints)})")
-        models.append(({**labels, "step": step}, checkpoints[step], run.run_dir / f"checkpoint-{step}" / f"eval05-{tag}.csv"))
+        for at in sorted(s for s in checkpoints if s <= step):
+            models.append(({**labels, "step": at}, checkpoints[at], run.run_dir / f"checkpoint-{at}" / f"eval05-{tag}.csv"))
+        if labels["run"] == "full":
+            folder = run.run_dir / f"checkpoint-{step}"
+            for rank in [*ns.ranks, None]:
+                name = "full, LoRA's matrices" if rank is None else f"full cut to r{rank}"
+                models.append(({**labels, "run": name, "step": step}, truncate_update(base_model, checkpoints[step], rank),
+                               folder / f"eval05-{'whole' if rank is None else f'r{rank}'}-cut-{tag}.csv"))
     table = labelled_evaluations(HeldOut(problems=problems), tokenizer, models, ns.samples)
-    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(ns.out, index=False)
+    out = Path(ns.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    training = pd.concat([run.metrics[run.metrics.metric == "accuracy"].assign(**labels) for (labels, _), run in zip(keyed, runs)],
+                         ignore_index=True)
+    training = training.assign(level=training["level"].astype(int)).rename(columns={"value": "accuracy"})
+    training_out = out.with_name(f"{out.stem}_training.csv")
+    training[["run", "seed", "step", "level", "accuracy"]].to_csv(training_out, index=False)
     table["pass@1"] = table["correct"] / table["n"]
-    per_seed = table.groupby(["run", "seed", "level"])["pass@1"].mean().unstack("level")
-    print(per_seed.round(3).to_string())
-    print(f"wrote {ns.out} ({len(table)} rows)")
+    per_seed = table[table.step == table.groupby("run")["step"].transform("max")].groupby(["run", "seed", "level"])["pass@1"].mean()
+    print(per_seed.unstack("level").round(3).to_string())
+    print(f"wrote {out} ({len(table)} rows) and {training_out} ({len(training)} rows)")
 
 
 if __name__ == "__main__":

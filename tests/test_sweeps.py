@@ -112,7 +112,7 @@ def test_the_entropy_dose_sweep_scales_one_knob_per_intervention_around_notebook
     assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {16}
 
 
-def test_the_lora_transfer_sweep_compares_every_rank_with_full_fine_tuning_at_loras_last_step(tmp_path):
+def test_the_lora_transfer_sweep_compares_every_rank_with_full_fine_tuning_and_its_update_cut_to_each_rank(tmp_path):
     from rlnb.experiments import LORA_RATES, LORA_STEPS, ZERO_RL_NOTEBOOK
 
     sweep = _script("sweep_lora_transfer")
@@ -125,7 +125,12 @@ def test_the_lora_transfer_sweep_compares_every_rank_with_full_fine_tuning_at_lo
     sweep.main(["--ranks", "1", "--seeds", "0", "--steps", "2", "--problems", "2", "--samples", "2", "--workers", "1",
                 "--out", str(out)])
     table = pd.read_csv(out)
-    assert list(dict.fromkeys(table["run"])) == ["base", "full", "r1"] and set(table.loc[table.run != "base", "step"]) == {2}
-    assert len(table) == 3 * 2 * 2 and set(table["n"]) == {2}  # 3 models x 2 levels x 2 problems
+    assert list(dict.fromkeys(table["run"])) == ["base", "full", "full cut to r1", "full, LoRA's matrices", "r1"]
+    assert set(table.loc[table.run != "base", "step"]) == {2}
+    assert len(table) == 5 * 2 * 2 and set(table["n"]) == {2}  # 5 models x 2 levels x 2 problems
+    training = pd.read_csv(tmp_path / "lora_transfer_training.csv")
+    assert list(training.columns) == ["run", "seed", "step", "level", "accuracy"]
+    assert set(training["run"]) == {"full", "r1"} and set(training["step"]) == {1, 2} and set(training["level"]) <= {3, 4}
     committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "lora_transfer.csv")
     assert list(committed.columns) == list(table.columns) and set(committed["seed"]) == set(range(6))
+    assert set(committed.loc[committed.run == "r1", "step"]) == {15, 30, 45} and "full cut to r4" in set(committed["run"])
