@@ -316,6 +316,33 @@ def seed_difference(a: Sequence[float], b: Sequence[float], ci: float = 0.95) ->
     return SeedDifference(estimate, float(interval.low), float(interval.high), (va.size, vb.size), ci)
 
 
+def paired_seed_difference(a: Sequence[float], b: Sequence[float], ci: float = 0.95) -> SeedDifference:
+    """Mean of ``a[i] - b[i]`` for two quantities measured in the *same* run ``i``, with a one-sample t interval.
+
+    Two curves of one run (its format reward and its accuracy, say) share everything a seed changes, so
+    their difference per run is the replicate: pairing removes the seed-to-seed spread that
+    :func:`seed_difference` has to carry. Runs whose differences do not vary give a zero-width interval.
+
+    Raises:
+        ValueError: for unequal lengths, fewer than two runs, or non-finite values.
+    """
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+    va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if va.shape != vb.shape or va.ndim != 1:
+        raise ValueError(f"paired_seed_difference needs one value of each per run, got shapes {va.shape} and {vb.shape}")
+    if va.size < 2:
+        raise ValueError(f"paired_seed_difference needs at least two runs, got {va.size}: one run has no spread")
+    if not (np.isfinite(va).all() and np.isfinite(vb).all()):
+        raise ValueError("paired_seed_difference got non-finite values (a run that diverged?): look at the runs first")
+    diff = va - vb
+    estimate = float(diff.mean())
+    if diff.std() == 0.0:
+        return SeedDifference(estimate, estimate, estimate, (va.size, va.size), ci)
+    interval = stats.ttest_1samp(diff, 0.0).confidence_interval(confidence_level=ci)
+    return SeedDifference(estimate, float(interval.low), float(interval.high), (va.size, va.size), ci)
+
+
 # --------------------------------------------------------------------------- #
 # Rates of threshold events
 # --------------------------------------------------------------------------- #

@@ -298,3 +298,21 @@ def test_support_refuses_tables_of_different_problems_or_a_k_above_n():
         support_dynamics(world_table({0: [1, 1]}), world_table({0: [1, 1, 1]}), k=1)
     with pytest.raises(ValueError, match="exceeds the n=4"):
         support_dynamics(world_table({0: [1]}), world_table({0: [1]}), k=8)
+
+
+def test_paired_seed_difference_pairs_two_quantities_of_the_same_runs():
+    from scipy import stats as sps
+
+    from rlnb.stats import paired_seed_difference, seed_difference
+
+    a, b = [0.9, 0.5, 0.7], [0.85, 0.42, 0.66]  # a large seed spread, a small and steady gap
+    d = paired_seed_difference(a, b)
+    diff = np.subtract(a, b)
+    half = sps.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3)
+    assert d.estimate == pytest.approx(diff.mean()) and d.low == pytest.approx(diff.mean() - half)
+    assert d.resolved and not seed_difference(a, b).resolved  # pairing removes the spread between seeds
+    assert paired_seed_difference([1.0, 2.0], [0.5, 1.5]).low == 0.5  # no spread in the differences: a point
+    with pytest.raises(ValueError, match="one value of each per run"):
+        paired_seed_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="at least two runs"):
+        paired_seed_difference([1.0], [0.0])
