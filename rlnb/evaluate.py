@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlnb.metrics import pass_at_k, reward_spread
 from rlnb.models import model_fingerprint
-from rlnb.paths import display_path, write_atomic
+from rlnb.paths import PROJECT_ROOT, display_path, write_atomic
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
 from rlnb.world import STEP_SEP, Problem, expert_trace, trace_prefix, worked_prompt, works_the_problem
@@ -559,3 +559,57 @@ def along_training(
         cache = Path(run_dir) / f"checkpoint-{step}" / f"{tag}.csv"
         frames.append(held.evaluate(model, tokenizer, n, seed=seed, cache=cache).assign(step=step))
     return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------- the series' one base evaluation
+BASE_REFERENCE = PROJECT_ROOT / "data" / "base_reference.csv"
+"""Per-problem table of the shipped base on every level, written by ``benchmarks/base_reference.py``."""
+BASE_REFERENCE_COMMAND = "python benchmarks/base_reference.py"
+
+
+def _reference_key_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def base_reference_table(path: str | Path = BASE_REFERENCE) -> tuple[pd.DataFrame, dict]:
+    """The series' one evaluation of the shipped base (per-problem table) and its key, checked against the base.
+
+    Every notebook samples its own held-out set, so each prints its own estimate of the base; this is the one
+    number per level they all quote beside it. The key records the base's :func:`rlnb.models.model_fingerprint`:
+    a table made from other weights (a rebuilt world) is refused, with the command that remakes it.
+    """
+    from rlnb.models import load_model
+
+    path = Path(path)
+    key_path = _reference_key_path(path)
+    if not path.exists() or not key_path.exists():
+        raise FileNotFoundError(f"no base reference at {display_path(path)} (and its key {key_path.name}): "
+                                f"make it with `{BASE_REFERENCE_COMMAND}`")
+    key = json.loads(key_path.read_text())
+    model, _ = load_model(key.get("model_name", "tiny"))
+    if key.get("model") != model_fingerprint(model):
+        raise ValueError(f"{display_path(path)} was made from other weights than the shipped base (fingerprint "
+                         f"{key.get('model')} vs {model_fingerprint(model)}): remake it with `{BASE_REFERENCE_COMMAND}`")
+    return pd.read_csv(path), key
+
+
+def base_reference(path: str | Path = BASE_REFERENCE, levels: Sequence[int] | None = None) -> pd.DataFrame:
+    """Per level: the base's pass@1 with a 95% bootstrap interval over problems, and the sample it rests on."""
+    from rlnb.stats import pass_at_k_band
+
+    table, _ = base_reference_table(path)
+    rows = []
+    for level in sorted(table["level"].unique()) if levels is None else levels:
+        band = pass_at_k_band(table.assign(seed=0), 1, level=int(level)).iloc[0]
+        part = table[table["level"] == level]
+        rows.append({"level": int(level), "pass@1": band["estimate"], "low": band["low"], "high": band["high"],
+                     "problems": len(part), "samples": int(part["n"].iloc[0])})
+    return pd.DataFrame(rows).set_index("level")
+
+
+def base_reference_line(levels: Sequence[int] | None = None, path: str | Path = BASE_REFERENCE) -> str:
+    """One sentence a notebook prints beside its own base estimate: the series' base pass@1 per level."""
+    ref = base_reference(path, levels)
+    size = f"{ref['problems'].iloc[0]} problems x {ref['samples'].iloc[0]} samples per level"
+    return (f"The base, one evaluation for the whole series ({display_path(Path(path))}, {size}): held-out pass@1 "
+            + ", ".join(f"{lvl} digits {r['pass@1']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for lvl, r in ref.iterrows()) + ".")

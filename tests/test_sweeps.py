@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pandas as pd
+import pytest
 
 from rlnb.paths import PROJECT_ROOT
 
@@ -134,3 +135,26 @@ def test_the_lora_transfer_sweep_compares_every_rank_with_full_fine_tuning_and_i
     committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "lora_transfer.csv")
     assert list(committed.columns) == list(table.columns) and set(committed["seed"]) == set(range(6))
     assert set(committed.loc[committed.run == "r1", "step"]) == {15, 30, 45} and "full cut to r4" in set(committed["run"])
+
+
+def test_the_base_reference_is_the_shipped_bases_and_refuses_other_weights(tmp_path):
+    import json
+
+    from rlnb.evaluate import base_reference, base_reference_line
+    from rlnb.world import LEVELS
+
+    committed = base_reference()
+    assert list(committed.index) == list(LEVELS) and set(committed["problems"]) == {128} and set(committed["samples"]) == {32}
+    assert (committed["low"] <= committed["pass@1"]).all() and (committed["pass@1"] <= committed["high"]).all()
+    assert 0.1 < committed.loc[3, "pass@1"] < 0.3 and committed.loc[7, "pass@1"] == 0.0  # inside and outside levels
+    out = tmp_path / "base_reference.csv"
+    _script("base_reference").main(["--problems", "2", "--samples", "2", "--out", str(out)])
+    line = base_reference_line(path=out)
+    assert "2 problems x 2 samples per level" in line and all(f"{lvl} digits" in line for lvl in LEVELS)
+    key = json.loads(out.with_suffix(".json").read_text())
+    out.with_suffix(".json").write_text(json.dumps({**key, "model": "0" * 16}))
+    with pytest.raises(ValueError, match="other weights than the shipped base"):
+        base_reference(out)
+    out.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match="benchmarks/base_reference.py"):
+        base_reference(out)

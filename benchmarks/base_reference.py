@@ -1,0 +1,45 @@
+"""The series' one evaluation of the shipped base, per level, which every notebook quotes (issue #25).
+
+Each notebook samples its own held-out problems, so each estimates the base's pass@1 on its own set (3 digits:
+0.18 to 0.22 across the notebooks, each within its own interval). This samples the base once on a larger set,
+``--problems`` per level x ``--samples`` completions at temperature 1, and writes the per-problem table with a
+key recording the base's weights fingerprint; :func:`rlnb.evaluate.base_reference_line` reads it (and refuses a
+table made from other weights).
+
+    OMP_NUM_THREADS=1 python benchmarks/base_reference.py      # 5 levels x 128 problems x 32 samples, about a minute
+
+Writes ``data/base_reference.csv`` (``level, a, b, n, correct, steps, steps_correct, mean_length``) and
+``data/base_reference.json`` (the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rlnb.evaluate import BASE_REFERENCE, BASE_REFERENCE_COMMAND, HeldOut, base_reference_line
+    from rlnb.models import load_model, model_fingerprint
+    from rlnb.world import EVAL_SEED, LEVELS, make_problems
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", type=int, default=128, help="held-out problems per level")
+    parser.add_argument("--samples", type=int, default=32, help="completions per problem")
+    parser.add_argument("--out", default=str(BASE_REFERENCE))
+    ns = parser.parse_args(argv)
+    model, tokenizer = load_model("tiny")
+    held = HeldOut(problems=make_problems(LEVELS, ns.problems, seed=EVAL_SEED))
+    table = held.evaluate(model, tokenizer, ns.samples, seed=0, progress=True)
+    out = Path(ns.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    key = {"model_name": "tiny", "model": model_fingerprint(model), "problems_per_level": ns.problems,
+           "samples": ns.samples, "eval_seed": EVAL_SEED, "temperature": 1.0, "command": BASE_REFERENCE_COMMAND}
+    out.with_suffix(".json").write_text(json.dumps(key, indent=1) + "\n")
+    print(base_reference_line(path=out))
+
+
+if __name__ == "__main__":
+    main()
