@@ -6,7 +6,7 @@ Each notebook samples its own held-out problems, so each estimates the base's pa
 key recording the base's weights fingerprint; :func:`rlnb.evaluate.base_reference_line` reads it (and refuses a
 table made from other weights).
 
-    OMP_NUM_THREADS=1 python benchmarks/base_reference.py      # 5 levels x 128 problems x 32 samples, about a minute
+    OMP_NUM_THREADS=1 python benchmarks/base_reference.py      # 5 levels x 128 problems x 32 samples: 69 s on 2 cores
 
 Writes ``data/base_reference.csv`` (``level, a, b, n, correct, steps, steps_correct, mean_length``) and
 ``data/base_reference.json`` (the key).

@@ -11,7 +11,7 @@ completions). It also evaluates, per seed, full fine-tuning's update at that ste
 (:func:`rlnb.lora.truncate_update`, run ``full cut to r<r>``) and kept whole on LoRA's matrices only (run
 ``full, LoRA's matrices``): does the update full fine-tuning found fit in low rank?
 
-    OMP_NUM_THREADS=1 python benchmarks/sweep_lora_transfer.py      # 24 runs (6 of 60 steps, 18 of 45), 2 at a time
+    OMP_NUM_THREADS=1 python benchmarks/sweep_lora_transfer.py      # 24 runs (6 of 60 steps, 18 of 45), 2 at a time: 12 min on 2 cores
 
 Writes ``data/sweeps/lora_transfer.csv`` (per problem: ``run, seed, step, level, a, b, n, correct``; the base as
 ``run = base``) and, beside it, ``lora_transfer_training.csv`` (each run's training accuracy per step and
