@@ -15,13 +15,11 @@ Writes ``data/base_reference.csv`` (``level, a, b, n, correct, steps, steps_corr
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rlnb.evaluate import BASE_REFERENCE, BASE_REFERENCE_COMMAND, HeldOut, base_reference_line
-    from rlnb.models import load_model, model_fingerprint
+    from rlnb.evaluate import BASE_REFERENCE, HeldOut, base_reference_line, write_base_reference
+    from rlnb.models import load_model
     from rlnb.world import EVAL_SEED, LEVELS, make_problems
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,12 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_model("tiny")
     held = HeldOut(problems=make_problems(LEVELS, ns.problems, seed=EVAL_SEED))
     table = held.evaluate(model, tokenizer, ns.samples, seed=0, progress=True)
-    out = Path(ns.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    key = {"model_name": "tiny", "model": model_fingerprint(model), "problems_per_level": ns.problems,
-           "samples": ns.samples, "eval_seed": EVAL_SEED, "temperature": 1.0, "command": BASE_REFERENCE_COMMAND}
-    out.with_suffix(".json").write_text(json.dumps(key, indent=1) + "\n")
+    out = write_base_reference(table, model, ns.out, problems_per_level=ns.problems, samples=ns.samples,
+                               eval_seed=EVAL_SEED, temperature=1.0)
     print(base_reference_line(path=out))
 
 

@@ -47,7 +47,7 @@ def jobs(ranks: list[int], seeds: list[int], steps: int | None = None) -> list[t
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rlnb.evaluate import HeldOut, labelled_evaluations
+    from rlnb.evaluate import HeldOut, labelled_evaluations, pooled_pass1
     from rlnb.experiments import LORA_STEPS, lora_rl_config
     from rlnb.lora import truncate_update
     from rlnb.models import load_model
@@ -95,9 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     training = training.assign(level=training["level"].astype(int)).rename(columns={"value": "accuracy"})
     training_out = out.with_name(f"{out.stem}_training.csv")
     training[["run", "seed", "step", "level", "accuracy"]].to_csv(training_out, index=False)
-    table["pass@1"] = table["correct"] / table["n"]
-    per_seed = table[table.step == table.groupby("run")["step"].transform("max")].groupby(["run", "seed", "level"])["pass@1"].mean()
-    print(per_seed.unstack("level").round(3).to_string())
+    last = table[table.step == table.groupby("run")["step"].transform("max")]
+    print(pooled_pass1(last, ["run", "seed", "level"]).unstack("level").round(3).to_string())
     print(f"wrote {out} ({len(table)} rows) and {training_out} ({len(training)} rows)")
 
 

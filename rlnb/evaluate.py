@@ -22,7 +22,7 @@ import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlnb.metrics import pass_at_k, reward_spread
-from rlnb.models import model_fingerprint
+from rlnb.models import load_model, model_fingerprint
 from rlnb.paths import PROJECT_ROOT, display_path, write_atomic
 from rlnb.rollout import Rollouts, sample
 from rlnb.verify import parse_completion
@@ -312,6 +312,12 @@ def per_seed_levels(tables: dict[tuple[str, int], pd.DataFrame], ks: Sequence[in
     return pd.DataFrame(rows)
 
 
+def pooled_pass1(table: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """pass@1 as correct completions over samples, per group of ``by`` (e.g. run, seed, level of a sweep table)."""
+    sums = table.groupby(list(by))[["correct", "n"]].sum()
+    return (sums["correct"] / sums["n"]).rename("pass@1")
+
+
 def zero_spread(table: pd.DataFrame, group_sizes: Sequence[int]) -> pd.DataFrame:
     """``level x group size``: the expected fraction of GRPO groups whose rewards are all equal (no gradient).
 
@@ -571,6 +577,18 @@ def _reference_key_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def write_base_reference(table: pd.DataFrame, model: PreTrainedModel, path: str | Path = BASE_REFERENCE,
+                         **facts: Any) -> Path:
+    """Write the base's per-problem table and its key (the weights' fingerprint, plus ``facts``), read by
+    :func:`base_reference_table`; the key is what lets a reader refuse a table of other weights."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    key = {"model_name": "tiny", "model": model_fingerprint(model), **facts, "command": BASE_REFERENCE_COMMAND}
+    _reference_key_path(path).write_text(json.dumps(key, indent=1) + "\n")
+    return path
+
+
 def base_reference_table(path: str | Path = BASE_REFERENCE) -> tuple[pd.DataFrame, dict]:
     """The series' one evaluation of the shipped base (per-problem table) and its key, checked against the base.
 
@@ -578,8 +596,6 @@ def base_reference_table(path: str | Path = BASE_REFERENCE) -> tuple[pd.DataFram
     number per level they all quote beside it. The key records the base's :func:`rlnb.models.model_fingerprint`:
     a table made from other weights (a rebuilt world) is refused, with the command that remakes it.
     """
-    from rlnb.models import load_model
-
     path = Path(path)
     key_path = _reference_key_path(path)
     if not path.exists() or not key_path.exists():
@@ -593,23 +609,22 @@ def base_reference_table(path: str | Path = BASE_REFERENCE) -> tuple[pd.DataFram
     return pd.read_csv(path), key
 
 
-def base_reference(path: str | Path = BASE_REFERENCE, levels: Sequence[int] | None = None) -> pd.DataFrame:
+def base_reference(path: str | Path = BASE_REFERENCE) -> pd.DataFrame:
     """Per level: the base's pass@1 with a 95% bootstrap interval over problems, and the sample it rests on."""
     from rlnb.stats import pass_at_k_band
 
     table, _ = base_reference_table(path)
     rows = []
-    for level in sorted(table["level"].unique()) if levels is None else levels:
-        band = pass_at_k_band(table.assign(seed=0), 1, level=int(level)).iloc[0]
-        part = table[table["level"] == level]
+    for level, part in table.groupby("level"):
+        band = pass_at_k_band(part.assign(seed=0), 1).iloc[0]
         rows.append({"level": int(level), "pass@1": band["estimate"], "low": band["low"], "high": band["high"],
                      "problems": len(part), "samples": int(part["n"].iloc[0])})
     return pd.DataFrame(rows).set_index("level")
 
 
-def base_reference_line(levels: Sequence[int] | None = None, path: str | Path = BASE_REFERENCE) -> str:
+def base_reference_line(path: str | Path = BASE_REFERENCE) -> str:
     """One sentence a notebook prints beside its own base estimate: the series' base pass@1 per level."""
-    ref = base_reference(path, levels)
+    ref = base_reference(path)
     size = f"{ref['problems'].iloc[0]} problems x {ref['samples'].iloc[0]} samples per level"
     return (f"The base, one evaluation for the whole series ({display_path(Path(path))}, {size}): held-out pass@1 "
             + ", ".join(f"{lvl} digits {r['pass@1']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for lvl, r in ref.iterrows()) + ".")

@@ -7,6 +7,8 @@ series, windows and step pairs out of it that more than one notebook reads.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -29,6 +31,17 @@ def first_at_least(values: pd.Series, threshold: float) -> int | None:
     """
     hit = values.index[values.to_numpy() >= threshold]
     return int(hit[0]) if len(hit) else None
+
+
+def steps_to_reach(log: pd.DataFrame, column: str, threshold: float, by: Sequence[str], window: int = 5) -> pd.Series:
+    """Per group of ``by`` in a per-step table: the first step where ``column``'s rolling mean over ``window``
+    steps reaches ``threshold`` (:func:`first_at_least`), NaN where it never does ("steps to 0.8 accuracy")."""
+    def first(group: pd.DataFrame) -> float:
+        step = first_at_least(group.sort_values("step").set_index("step")[column].rolling(window, min_periods=1).mean(),
+                              threshold)
+        return np.nan if step is None else float(step)
+
+    return log.groupby(list(by)).apply(first, include_groups=False).rename("step reached")
 
 
 def head_tail(values: pd.Series, fraction: float = 0.1) -> tuple[float, float]:

@@ -482,3 +482,42 @@ class LuffyGRPOTrainer(RecordingGRPOTrainer):
             self._last_logps_entropies = (logps, entropies)
             self._record_token_diagnostics({**inputs, "completion_mask": on_mask})
         self._last_logps_entropies = None
+
+
+# ------------------------------------------------------------------ what sets LUFFY's speed (the sweep's table)
+def speed_settings(speed: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``benchmarks/sweep_luffy_speed.py``'s table with a ``setting`` label per run ("γ 0.1, 1 trace", "no
+    shaping"), and the settings in reading order: shaped first, by traces per group, then by gamma."""
+    labels = [("no shaping" if not row.policy_shaping else f"γ {row.shaping_gamma:g}, {row.expert_traces} trace"
+               + ("s" if row.expert_traces > 1 else "")) for row in speed.itertuples()]
+    labelled = speed.assign(setting=labels)
+    order = list(dict.fromkeys(labelled.sort_values(["policy_shaping", "expert_traces", "shaping_gamma"],
+                                                    ascending=[False, True, True])["setting"]))
+    return labelled, order
+
+
+def speed_summary(speed: pd.DataFrame, settings: Sequence[str], reference: str,
+                  thresholds: Sequence[str] = ("0.1", "0.5")) -> pd.DataFrame:
+    """Per setting of a :func:`speed_settings` table: how many seeds reached each own-accuracy threshold (a
+    Wilson rate), the steps they took, their last-10-step accuracy, and Welch's differences from ``reference``
+    (steps to the first threshold only where every seed of both reached it: a never is no step count)."""
+    from rlnb.stats import event_rate, seed_difference
+
+    first = f"first_step_own_acc_{thresholds[0]}"
+    ref = speed[speed["setting"] == reference]
+    rows = []
+    for setting in settings:
+        grp = speed[speed["setting"] == setting]
+        row = {"setting": setting, "seeds": len(grp)}
+        for t in thresholds:
+            hit = grp[f"first_step_own_acc_{t}"].notna()
+            row[f"reached {t}"] = str(event_rate(int(hit.sum()), len(grp)))
+            row[f"steps to {t} (seeds that did)"] = ", ".join(f"{v:.0f}" for v in grp.loc[hit, f"first_step_own_acc_{t}"])
+        row["own acc, last 10"] = ", ".join(f"{v:.2f}" for v in grp["own_acc_last10"])
+        if setting != reference:
+            row[f"last-10 acc minus {reference}"] = seed_difference(grp["own_acc_last10"], ref["own_acc_last10"]).format(2)
+            both = grp[first].notna().all() and ref[first].notna().all()
+            row[f"steps to {thresholds[0]} minus {reference}"] = (seed_difference(grp[first], ref[first]).format(1)
+                                                                  if both else "a seed never reached it")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("setting").fillna("")

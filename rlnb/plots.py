@@ -5,6 +5,8 @@ Figures are drawn at a modest dpi so executed notebooks stay small in git.
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -128,6 +130,28 @@ def seed_bars(
     ax.set(ylabel=y, xlabel="level", title=title)
     ax.legend(fontsize="x-small", ncol=4)
     return stats.pivot(index="run", columns="level", values="mean").reindex(runs)
+
+
+def seed_points(
+    values: Mapping[str, Sequence[float]], ax: plt.Axes | None = None, *, colors: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None, xlabel: str = "configuration", ylabel: str = "", title: str = "",
+    mean_color: str | None = None,
+) -> plt.Axes:
+    """One column per configuration: a point per training seed, spread sideways, and a bar at their mean.
+
+    With six seeds a reader should see every seed, not a bar and an interval alone; the tick labels name the
+    columns (``labels`` may rewrap them), so no legend is needed. ``colors`` default to :func:`run_color`,
+    and the mean bar takes the column's colour unless ``mean_color`` is given.
+    """
+    ax = ax or plt.subplots(figsize=(7, 3.4))[1]
+    for i, (name, seeds) in enumerate(values.items()):
+        at = np.asarray(seeds, dtype=float)
+        color = (colors or {}).get(name, run_color(name))
+        ax.scatter(i + np.linspace(-0.15, 0.15, len(at)), at, color=color, s=26)
+        ax.hlines(at.mean(), i - 0.25, i + 0.25, color=mean_color or color, lw=2)
+    ax.set_xticks(range(len(values)), [(labels or {}).get(name, name) for name in values])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    return ax
 
 
 def metric_over_steps(

@@ -120,10 +120,15 @@ def _seed_problems(table: pd.DataFrame, ks: Sequence[int], name: str) -> _SeedPr
 # --------------------------------------------------------------------------- #
 
 
-def _check_interval(ci: float, n_boot: int) -> None:
-    """Refuse a level or resample count that would make the interval meaningless before any work is done."""
+def _check_level(ci: float) -> None:
+    """Refuse a confidence level outside (0, 1) before any work is done."""
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+
+
+def _check_interval(ci: float, n_boot: int) -> None:
+    """Refuse a level or resample count that would make the interval meaningless before any work is done."""
+    _check_level(ci)
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
 
@@ -241,6 +246,61 @@ def paired_difference(
     return Difference(estimate, float(low), float(high), int(k), (len(sa.seeds), len(sb.seeds)), len(sa.problems), ci)
 
 
+def differences_by_step(
+    table: pd.DataFrame, runs: Sequence[str], reference: str, base_pass1: Mapping[int, float], *,
+    levels: Sequence[int], min_reference_gain: float = 0.1,
+) -> pd.DataFrame:
+    """Each run against ``reference`` at every step a sweep evaluated them, per level: ``run, step, level``,
+    ``minus <reference>`` (a :class:`Difference` from :func:`paired_difference`) and ``gain / <reference>'s``.
+
+    ``table`` is a sweep's per-problem table (``run, seed, step, level`` and the problem counts). The gain
+    ratio is the run's mean pass@1 minus the base's (``base_pass1`` per level) over the reference's gain,
+    NaN where the reference has gained less than ``min_reference_gain``: below that the ratio divides by
+    noise, which is why the difference, not the ratio, carries the interval.
+    """
+    mean_rate = lambda rows: float((rows["correct"] / rows["n"]).mean())
+    rows = []
+    for step in sorted(set(table.loc[table["run"].isin(runs), "step"])):
+        ref = table[(table["run"] == reference) & (table["step"] == step)]
+        for level in levels:
+            ref_gain = mean_rate(ref[ref["level"] == level]) - base_pass1[level]
+            for run in runs:
+                at = table[(table["run"] == run) & (table["step"] == step)]
+                gain = mean_rate(at[at["level"] == level]) - base_pass1[level]
+                rows.append({"run": run, "step": step, "level": level,
+                             f"minus {reference}": paired_difference(at, ref, level=level),
+                             f"gain / {reference}'s": gain / ref_gain if ref_gain >= min_reference_gain else np.nan})
+    return pd.DataFrame(rows)
+
+
+def base_reach(curves: pd.DataFrame, base: pd.DataFrame, models: Sequence[str], *, at_k: int) -> pd.DataFrame:
+    """How far the base must sample to match each RL model's pass@``at_k``, per level.
+
+    ``curves`` holds banded pass@k curves (``model, level, k, estimate, low, high``, :func:`pass_at_k_band`),
+    the base's (``model = "base"``) to its largest k; ``base`` is the base's per-problem table. Per level and
+    model: the model's pass@``at_k`` with its band, the base's at ``at_k`` and at its largest k, the first k at
+    which the base's estimate reaches the model's (``"> K"`` when it never does within the table), and the
+    base's success rate per try.
+    """
+    by = curves.set_index(["model", "level", "k"])
+    rows = []
+    for level in sorted(base["level"].unique()):
+        base_curve = curves[(curves["model"] == "base") & (curves["level"] == level)].set_index("k")
+        top = int(base_curve.index.max())
+        part = base[base["level"] == level]
+        for model in models:
+            target = by.loc[(model, level, at_k)]
+            hit = base_curve.index[base_curve["estimate"] >= target["estimate"]]
+            rows.append({"level": level, "RL model": model,
+                         f"RL pass@{at_k}": f"{target['estimate']:.3f} [{target['low']:.3f}, {target['high']:.3f}]",
+                         f"base pass@{at_k}": f"{base_curve.loc[at_k, 'estimate']:.3f}",
+                         f"base pass@{top}": f"{base_curve.loc[top, 'estimate']:.3f} [{base_curve.loc[top, 'low']:.3f}, "
+                                             f"{base_curve.loc[top, 'high']:.3f}]",
+                         f"first k where the base reaches RL pass@{at_k}": int(hit[0]) if len(hit) else f"> {top}",
+                         "base success per try": part["correct"].sum() / part["n"].sum()})
+    return pd.DataFrame(rows)
+
+
 def pass_at_k_band(
     table: pd.DataFrame, ks: int | Sequence[int], *, level: Levels = None, ci: float = 0.95, n_boot: int = 2000,
     seed: int = 0,
@@ -301,8 +361,7 @@ def seed_difference(a: Sequence[float], b: Sequence[float], ci: float = 0.95) ->
     Raises:
         ValueError: for fewer than two values a side (one run has no spread to test against) or non-finite values.
     """
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+    _check_level(ci)
     va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if va.size < 2 or vb.size < 2:
         raise ValueError(f"seed_difference needs at least two runs a side, got {va.size} and {vb.size}: "
@@ -326,8 +385,7 @@ def paired_seed_difference(a: Sequence[float], b: Sequence[float], ci: float = 0
     Raises:
         ValueError: for unequal lengths, fewer than two runs, or non-finite values.
     """
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+    _check_level(ci)
     va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if va.shape != vb.shape or va.ndim != 1:
         raise ValueError(f"paired_seed_difference needs one value of each per run, got shapes {va.shape} and {vb.shape}")
@@ -368,8 +426,7 @@ def event_rate(successes: int, trials: int, ci: float = 0.95) -> Rate:
     Wilson, not the normal approximation: with a handful of seeds the normal interval leaves [0, 1] and
     collapses to a point at 0 of n and n of n, where the Wilson interval stays honest.
     """
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+    _check_level(ci)
     for value, what in ((successes, "successes"), (trials, "trials")):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{what} must be an integer count, got {value!r}")

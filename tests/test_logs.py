@@ -66,3 +66,13 @@ def test_first_at_least_gives_the_first_step_at_the_threshold_or_none():
     assert first_at_least(values, 0.1) == 3
     assert first_at_least(values, 0.3) == 5  # reaching the threshold counts
     assert first_at_least(values, 0.5) is None
+
+
+def test_steps_to_reach_reads_the_first_step_a_rolling_mean_crosses_and_nan_where_none_does():
+    from rlnb.logs import steps_to_reach
+
+    log = pd.DataFrame({"run": ["a"] * 6 + ["b"] * 6, "step": list(range(1, 7)) * 2,
+                        "accuracy": [0.0, 1.0, 1.0, 1.0, 1.0, 1.0] + [0.2] * 6})
+    reached = steps_to_reach(log.sample(frac=1, random_state=0), "accuracy", 0.6, ["run"], window=3)
+    assert reached["a"] == 3.0 and np.isnan(reached["b"])  # (0 + 1 + 1) / 3 = 0.67 at step 3; unsorted input
+    assert steps_to_reach(log, "accuracy", 0.6, ["run"], window=1)["a"] == 2.0

@@ -291,3 +291,22 @@ def test_the_gradient_share_is_measured_on_the_logits_where_a_learnt_token_barel
     assert logit_gradient_share(grad, logps, mask, rows) == pytest.approx(0.01 / 0.51)
     assert logit_gradient_share(grad, logps, torch.tensor([[1.0, 0.0], [0.0, 0.0]]), rows) == pytest.approx(1.0)
     assert logit_gradient_share(torch.zeros(2, 2), logps, mask, rows) == 0.0
+
+
+def test_the_speed_summary_labels_settings_and_refuses_a_step_difference_where_a_seed_never_arrived():
+    import pandas as pd
+
+    from rlnb.luffy import speed_settings, speed_summary
+
+    speed = pd.DataFrame({"shaping_gamma": [0.1, 0.1, 1.0, 1.0, 0.1, 0.1], "expert_traces": [1, 1, 1, 1, 2, 2],
+                          "policy_shaping": [True, True, True, True, True, True],
+                          "first_step_own_acc_0.1": [10.0, 12.0, 20.0, 24.0, 11.0, float("nan")],
+                          "first_step_own_acc_0.5": [20.0, float("nan"), 30.0, 40.0, 21.0, float("nan")],
+                          "own_acc_last10": [0.8, 0.7, 0.6, 0.5, 0.8, 0.2]})
+    labelled, order = speed_settings(speed)
+    assert order == ["γ 0.1, 1 trace", "γ 1, 1 trace", "γ 0.1, 2 traces"]
+    table = speed_summary(labelled, order, "γ 0.1, 1 trace")
+    assert table.loc["γ 0.1, 1 trace", "reached 0.5"].startswith("1 of 2")
+    assert table.loc["γ 1, 1 trace", "steps to 0.1 minus γ 0.1, 1 trace"].startswith("+11.0")
+    assert table.loc["γ 0.1, 2 traces", "steps to 0.1 minus γ 0.1, 1 trace"] == "a seed never reached it"
+    assert table.loc["γ 0.1, 1 trace", "last-10 acc minus γ 0.1, 1 trace"] == ""  # the reference against itself

@@ -43,6 +43,7 @@ HELPERS = {
     "metric_over_steps": lambda: [plots.metric_over_steps(_log(), "entropy", smooth=2)],
     "seed_band": lambda: [plots.seed_band(_log().rename(columns={"value": "entropy"}), "step", "entropy")],
     "loss_and_gradient": lambda: list(plots.loss_and_gradient(_log())),
+    "seed_points": lambda: [plots.seed_points({"full": [0.8, 0.0, 0.7], "r4": [0.1, 0.0, 0.2]}, ylabel="held-out pass@1")],
 }
 
 

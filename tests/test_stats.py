@@ -316,3 +316,36 @@ def test_paired_seed_difference_pairs_two_quantities_of_the_same_runs():
         paired_seed_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="at least two runs"):
         paired_seed_difference([1.0], [0.0])
+
+
+def test_differences_by_step_compares_each_run_with_the_reference_at_every_step():
+    from rlnb.stats import differences_by_step
+
+    table = pd.concat([
+        world_table({0: [2, 2], 1: [2, 2]}).assign(run="full", step=15),
+        world_table({0: [1, 1], 1: [1, 1]}).assign(run="r4", step=15),
+        world_table({0: [4, 4], 1: [4, 4]}).assign(run="full", step=30),
+        world_table({0: [4, 4], 1: [4, 4]}).assign(run="r4", step=30),
+        world_table({0: [0, 0]}).assign(run="base", step=0),
+    ], ignore_index=True)
+    out = differences_by_step(table, ["r4"], "full", {3: 0.0}, levels=[3]).set_index("step")
+    assert list(out.index) == [15, 30]  # the base's step 0 is not one of the runs' steps
+    assert out.loc[15, "minus full"].estimate == pytest.approx(-0.25) and out.loc[15, "gain / full's"] == pytest.approx(0.5)
+    assert out.loc[30, "minus full"].estimate == 0.0 and out.loc[30, "gain / full's"] == 1.0
+    noisy = differences_by_step(table, ["r4"], "full", {3: 0.45}, levels=[3]).set_index("step")
+    assert np.isnan(noisy.loc[15, "gain / full's"])  # the reference gained 0.05 < 0.1: no ratio
+
+
+def test_base_reach_finds_the_first_k_where_the_base_matches_a_model_or_says_it_never_does():
+    from rlnb.stats import base_reach, pass_at_k_band
+
+    base = world_table({0: [1, 0, 0, 0]}, n=8, level=5)  # one problem in four solved once in 8 tries
+    rl = world_table({0: [8, 8, 0, 0], 1: [8, 0, 0, 0]}, n=8, level=5)
+    curves = pd.concat([pass_at_k_band(base, [1, 2, 4, 8]).assign(model="base", level=5),
+                        pass_at_k_band(rl, [1, 2]).assign(model="zero-RL", level=5),
+                        pass_at_k_band(rl[rl.seed == 1], [1, 2]).assign(model="zero-RL seed 1", level=5)], ignore_index=True)
+    out = base_reach(curves, base, ["zero-RL", "zero-RL seed 1"], at_k=2).set_index("RL model")
+    assert out.loc["zero-RL", "first k where the base reaches RL pass@2"] == "> 8"  # RL 0.375 > the base's 0.25 at k=8
+    assert out.loc["zero-RL seed 1", "first k where the base reaches RL pass@2"] == 8  # RL 0.25: the base gets there at 8
+    assert out.loc["zero-RL", "base success per try"] == pytest.approx(1 / 32)
+    assert out.loc["zero-RL", "RL pass@2"].startswith("0.375")
