@@ -20,9 +20,11 @@ advantage.
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
 from trl.import_utils import TRLExperimentalWarning
@@ -43,6 +45,8 @@ with warnings.catch_warnings():  # TRL's notice that experimental APIs may chang
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from rlnb.train import RunConfig
 
 ESTIMATORS: dict[str, Callable[[torch.Tensor, int, "AdvantageConfig"], torch.Tensor]] = {
     "grpo": lambda r, g, c: grpo_advantages(r, g, c.scale_rewards),
@@ -178,7 +182,16 @@ def batch_loss_and_gradient(trainer: RecordingGRPOTrainer, inputs: dict[str, Any
     return float(loss.detach()), grad, float(logged[-1]) if logged else float("nan")
 
 
-def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed: int = 0) -> pd.DataFrame:
+class RatioEffect(NamedTuple):
+    """:func:`ratio_effect`'s result."""
+
+    table: pd.DataFrame
+    """One row per method and state: clip share, gradient change against the unclipped twin, |ratio - 1|."""
+    tokens: pd.DataFrame
+    """One row per completion token and state: its token ratio and its completion's advantage."""
+
+
+def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed: int = 0) -> RatioEffect:
     """What each ratio-based method changes on one generation batch, on-policy and after one optimiser step.
 
     ``configs`` maps a method name to its :class:`rlnb.train.RunConfig`; each is compared with its own twin
@@ -186,9 +199,10 @@ def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed:
     sampled by the base policy of the first config. *On-policy* the policy is the sampling one, so every
     ratio is 1 (up to float noise between two forward passes); *off-policy* is after one AdamW step at the
     run's learning rate on the first config's loss, as the second optimiser step of a generation batch
-    sees it. Returns one row per method and state: the clip share TRL logs, the relative change of the
-    gradient against the unclipped twin's, ``|g - g_unclipped| / |g_unclipped|``, and the batch's mean
-    and largest token |ratio - 1|.
+    sees it. Its ``table`` has one row per method and state: the clip share TRL logs, the relative change
+    of the gradient against the unclipped twin's, ``|g - g_unclipped| / |g_unclipped|``, and the batch's
+    mean and largest token |ratio - 1|; its ``tokens`` are the batch's token ratios with their
+    advantages, from which :func:`clip_bands` says which tokens each clip range cuts.
     """
     from pathlib import Path
 
@@ -209,7 +223,8 @@ def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed:
         raise ValueError("the batch has no old log-probs: give the configs steps_per_generation > 1, as TRL computes "
                          "them only when a generation batch serves several optimiser steps")
     mask = inputs["completion_mask"].bool()
-    rows = []
+    advantages = inputs["advantages"].unsqueeze(1).expand_as(mask)[mask]  # (N,) one per completion token
+    rows, tokens = [], []
     for state in ("on-policy (first step)", "off-policy (after one step)"):
         if state.startswith("off"):
             optimizer = torch.optim.AdamW(first.model.parameters(), lr=first.args.learning_rate)
@@ -224,11 +239,65 @@ def ratio_effect(configs: dict[str, Any], work_dir: str, prompts: int = 4, seed:
                         trainer.model.load_state_dict(first.model.state_dict())
         with torch.no_grad():
             logps = first._get_per_token_logps_and_entropies(first.model, *first._model_inputs(inputs))[0]  # (B, T)
-        gap = (torch.exp(logps - inputs["old_per_token_logps"]) - 1).abs()[mask]
+        ratio = torch.exp(logps - inputs["old_per_token_logps"])[mask]  # (N,)
+        gap = (ratio - 1).abs()
+        tokens.append(pd.DataFrame({"state": state, "ratio": ratio.double().cpu().numpy(),
+                                    "advantage": advantages.double().cpu().numpy()}))
         for name, (clipped, unclipped) in pairs.items():
             _, grad, share = batch_loss_and_gradient(clipped, inputs)
             _, free, _ = batch_loss_and_gradient(unclipped, inputs)
             rows.append({"method": name, "state": state, "clip share": share,
                          "gradient change vs unclipped": float((grad - free).norm() / free.norm().clamp(min=1e-30)),
                          "mean |ratio - 1|": float(gap.mean()), "max |ratio - 1|": float(gap.max())})
-    return pd.DataFrame(rows)
+    return RatioEffect(pd.DataFrame(rows), pd.concat(tokens, ignore_index=True))
+
+
+def token_clip_range(cfg: RunConfig) -> tuple[float, float]:
+    """The token ratios ``(low, high)`` outside which a token-level ratio method's clip can bind.
+
+    PPO's clip (GRPO, DAPO): ``(1 - epsilon, 1 + epsilon_high)``, ``epsilon_high`` defaulting to
+    ``epsilon`` as in TRL; GMPO clips the log-ratio, so ``(exp(-epsilon), exp(epsilon_high))``. GSPO's
+    clip acts on a sequence ratio and CISPO truncates a weight instead of clipping, so neither has one.
+    """
+    grpo = cfg.grpo
+    if grpo.get("importance_sampling_level", "token") != "token" or cfg.loss_type == "cispo":
+        raise ValueError("token_clip_range is for token-level clipped ratios: GSPO clips a sequence ratio and CISPO "
+                         "truncates its weight")
+    low = float(grpo.get("epsilon", 0.4 if cfg.method == "gmpo" else 0.2))
+    high = grpo.get("epsilon_high")
+    high = low if high is None else float(high)
+    return (math.exp(-low), math.exp(high)) if cfg.method == "gmpo" else (1 - low, 1 + high)
+
+
+def clip_bands(tokens: pd.DataFrame, ranges: Mapping[str, tuple[float, float]]) -> pd.DataFrame:
+    """Which tokens each clip range cuts, and which it cuts that the first range does not.
+
+    A sign-aware clip binds on a token whose ratio lies below ``low`` with a negative advantage or above
+    ``high`` with a positive one (TRL's ``clip_ratio/region_mean``; GMPO's in log space, the same test).
+    Two ranges clip the same tokens exactly when no token's ratio falls between their bounds, which the
+    last column counts whatever the advantage: why differently wide ranges can log the same share.
+    """
+    import pandas as pd
+
+    if not ranges:
+        raise ValueError("clip_bands needs at least one clip range")
+    for name, (low, high) in ranges.items():
+        if not 0 <= low < 1 < high:
+            raise ValueError(f"clip range {name!r} must satisfy 0 <= low < 1 < high, got ({low}, {high})")
+    ratio, adv = tokens["ratio"].to_numpy(), tokens["advantage"].to_numpy()
+
+    def binds(low: float, high: float):
+        return ((ratio < low) & (adv < 0)) | ((ratio > high) & (adv > 0))
+
+    first_name, (first_low, first_high) = next(iter(ranges.items()))
+    reference = binds(first_low, first_high)
+    rows = []
+    for name, (low, high) in ranges.items():
+        cut = binds(low, high)
+        between = ((ratio >= min(low, first_low)) & (ratio < max(low, first_low))) | \
+                  ((ratio > min(high, first_high)) & (ratio <= max(high, first_high)))
+        rows.append({"range": name, "low": low, "high": high, "clip share": float(cut.mean()),
+                     "tokens clipped": int(cut.sum()), f"clipped, not by {first_name}": int((cut & ~reference).sum()),
+                     f"clipped by {first_name}, not here": int((reference & ~cut).sum()),
+                     f"tokens between these bounds and {first_name}'s": int(between.sum())})
+    return pd.DataFrame(rows).set_index("range")

@@ -311,7 +311,9 @@ class RecordingGRPOTrainer(GRPOTrainer):
         describe *every generation* (what the policy samples, comparable with a run without dynamic
         sampling), not the filtered batch, whose accuracy is biased towards 1/2 by construction. The
         loss-side metrics (loss, entropy, clip ratios, covariance) describe the kept batch, which is what
-        is trained on. Per generation batch it logs ``dynamic_sampling/generations`` (completions
+        is trained on; ``dynamic_sampling/entropy`` is the mean token entropy of every generation under the
+        sampling policy (one no-grad forward per round), the population whose entropy a run without dynamic
+        sampling logs on its first step on a batch. Per generation batch it logs ``dynamic_sampling/generations`` (completions
         generated, all rounds), ``/rounds``, ``/zero_spread_groups`` (generated groups without spread),
         ``/filled_groups`` (of those, kept because the cap was hit; 0 when refills sufficed) and
         ``/unused_groups`` (groups with spread generated beyond the batch). TRL's completions log and
@@ -327,6 +329,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
         rounds: list[tuple[list[dict[str, Any]], dict[str, Any], torch.Tensor]] = []
         used = {_prompt_key(x) for x in inputs}
         batch = inputs
+        entropy_sum, tokens = torch.zeros(()), torch.zeros(())
         for r in range(self.args.dynamic_sampling_max_rounds):
             if r:
                 batch = self.refill_prompts(wanted, used, r)
@@ -334,6 +337,7 @@ class RecordingGRPOTrainer(GRPOTrainer):
             output = super()._generate_and_score_completions(batch)  # TRL's: rewards, metrics, old log-probs
             rewards = self._summed_rewards()
             rounds.append((batch, output, rewards))
+            entropy_sum, tokens = entropy_sum + self._entropy_total(output), tokens + self.loss_mask(output).sum()
             if sum(int((~zero_spread_groups(rw, g)).sum()) for *_, rw in rounds) >= wanted:
                 break
         zero = [zero_spread_groups(rw, g) for *_, rw in rounds]
@@ -361,11 +365,23 @@ class RecordingGRPOTrainer(GRPOTrainer):
         spread_groups = generated_groups - sum(int(z.sum()) for z in zero)
         metrics = self._metrics["train"]
         metrics["dynamic_sampling/generations"].append(float(generated_groups * g))
+        metrics["dynamic_sampling/entropy"].append(float(entropy_sum / tokens.clamp(min=1.0)))
         metrics["dynamic_sampling/rounds"].append(float(len(rounds)))
         metrics["dynamic_sampling/zero_spread_groups"].append(float(generated_groups - spread_groups))
         metrics["dynamic_sampling/filled_groups"].append(float(filled))
         metrics["dynamic_sampling/unused_groups"].append(float(spread_groups - (wanted - filled)))
         return out
+
+    def _entropy_total(self, output: dict[str, Any]) -> torch.Tensor:
+        """The summed token entropy of one generation round's completions under the current (sampling) policy.
+
+        TRL's own forward, called past this class's override so that the loss's recorded entropies are
+        not replaced by a batch that may not be trained on.
+        """
+        with torch.no_grad():
+            entropies = GRPOTrainer._get_per_token_logps_and_entropies(
+                self, self.model, *self._model_inputs(output), compute_entropy=True)[1]  # (B, T)
+        return (entropies.float() * self.loss_mask(output)).sum().cpu()
 
     def refill_prompts(self, groups: int, used: set[str], round_index: int) -> list[dict[str, Any]]:
         """``groups`` training prompts for a refill round, each repeated ``num_generations`` times (TRL's layout).

@@ -91,12 +91,16 @@ def _first_batch(trainer, rows):
     return [dict(trainer.train_dataset[i]) for i in rows for _ in range(trainer.num_generations)]
 
 
-def test_dynamic_sampling_drops_zero_spread_groups_and_refills_with_new_prompts(tmp_path):
+def test_dynamic_sampling_drops_zero_spread_groups_and_refills_with_new_prompts(tmp_path, monkeypatch):
     kinds = ["flat", "mixed", "flat"] + ["mixed"] * 9
     trainer = _hand_built_trainer(tmp_path, kinds, max_rounds=4)
     seen = []
     refill = trainer.refill_prompts
     trainer.refill_prompts = lambda *a: seen.append(refill(*a)) or seen[-1]
+    generated = []  # every round's output, as TRL returned it
+    trl_generate = GRPOTrainer._generate_and_score_completions
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions",
+                        lambda self, batch: generated.append(trl_generate(self, batch)) or generated[-1])
     torch.manual_seed(0)
     out = trainer._generate_and_score_completions(_first_batch(trainer, [0, 1, 2]))
     # Round 1 kept its one mixed group; one refill round of 3 new (mixed) prompts gave 3 more, one too many.
@@ -105,6 +109,16 @@ def test_dynamic_sampling_drops_zero_spread_groups_and_refills_with_new_prompts(
     assert m["dynamic_sampling/rounds"] == [2.0] and m["dynamic_sampling/generations"] == [24.0]
     assert m["dynamic_sampling/zero_spread_groups"] == [2.0] and m["dynamic_sampling/filled_groups"] == [0.0]
     assert m["dynamic_sampling/unused_groups"] == [1.0]
+    # The entropy of every generation (both rounds, 24 completions), token-weighted, not of the kept batch;
+    # and the loss's recorded entropies are left alone for the training step.
+    assert len(generated) == 2 and trainer._last_logps_entropies is None
+    with torch.no_grad():
+        every = [(trainer._get_per_token_logps_and_entropies(trainer.model, *trainer._model_inputs(o),
+                                                             compute_entropy=True)[1], o["completion_mask"])
+                 for o in generated]
+    expected = sum(float((e * k).sum()) for e, k in every) / sum(float(k.sum()) for _, k in every)
+    trainer._last_logps_entropies = None
+    assert m["dynamic_sampling/entropy"] == [pytest.approx(expected, rel=1e-5)]
     assert len(m["rewards/_kind_reward/mean"]) == 2  # TRL's reward metrics: one per round, every generation
     assert m["frac_reward_zero_std"] == [pytest.approx(2 / 3), 0.0]
     # The kept batch: exactly TRL's shape, no zero-spread group, rewards 0, 1, 0, 1 in each group.

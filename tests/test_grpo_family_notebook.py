@@ -11,7 +11,7 @@ import torch
 from rlnb.evaluate import per_seed_levels, seed_band_table, zero_spread
 from rlnb.experiments import (ENTROPY_INTERVENTIONS, GRPO_FAMILY_METHODS, RATIO_METHODS, entropy_intervention_config,
                               grpo_family_base_config, grpo_family_config, grpo_family_job, zero_rl_config)
-from rlnb.grpo_family import ratio_effect
+from rlnb.grpo_family import clip_bands, ratio_effect, token_clip_range
 from rlnb.logs import loss_and_gradient, loss_gradient_summary
 from rlnb.metrics import dynamic_sampling_cost
 from rlnb.train import RunConfig
@@ -105,7 +105,8 @@ def test_ratio_methods_do_nothing_on_policy(tmp_path):
     tiny = dict(max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24, learning_rate=1e-2,
                 levels=(3,))
     configs = {name: grpo_family_config("ci", name, 0, **tiny) for name in ("GRPO",) + RATIO_METHODS}
-    out = ratio_effect(configs, tmp_path, prompts=2).set_index(["method", "state"])
+    effect = ratio_effect(configs, tmp_path, prompts=2)
+    out = effect.table.set_index(["method", "state"])
     on, off = "on-policy (first step)", "off-policy (after one step)"
     assert out.loc[("GRPO", on), "max |ratio - 1|"] < 1e-5 < out.loc[("GRPO", off), "mean |ratio - 1|"]
     for name in RATIO_METHODS:
@@ -113,3 +114,35 @@ def test_ratio_methods_do_nothing_on_policy(tmp_path):
         assert out.loc[(name, on), "gradient change vs unclipped"] < 1e-4
     # After a large step, GSPO's sequence-ratio clip (3e-4 / 4e-4) cuts sequences and changes the gradient.
     assert out.loc[("GSPO", off), "clip share"] > 0 and out.loc[("GSPO", off), "gradient change vs unclipped"] > 1e-2
+    # The token ratios reproduce the shares TRL logged for the token-level clips, and their spread.
+    tokens = effect.tokens[effect.tokens.state == off]
+    bands = clip_bands(tokens, {m: token_clip_range(configs[m]) for m in ("GRPO", "DAPO", "GMPO")})
+    for name in ("GRPO", "DAPO", "GMPO"):
+        assert bands.loc[name, "clip share"] == pytest.approx(out.loc[(name, off), "clip share"], abs=1e-6)
+    assert (tokens.ratio - 1).abs().max() == pytest.approx(out.loc[("GRPO", off), "max |ratio - 1|"], rel=1e-6)
+
+
+def test_token_clip_ranges_follow_each_methods_clip():
+    ranges = {m: token_clip_range(grpo_family_config("ci", m)) for m in ("GRPO", "DAPO", "GMPO")}
+    assert ranges["GRPO"] == pytest.approx((0.8, 1.2)) and ranges["DAPO"] == pytest.approx((0.8, 1.28))
+    assert ranges["GMPO"] == pytest.approx((math.exp(-0.4), math.exp(0.4)))  # GMPO clips the log-ratio
+    for name in ("GSPO", "CISPO"):
+        with pytest.raises(ValueError, match="token-level"):
+            token_clip_range(grpo_family_config("ci", name))
+
+
+def test_clip_bands_count_the_tokens_a_wider_range_lets_through():
+    tokens = pd.DataFrame({"ratio": [1.0, 1.25, 1.25, 0.75, 2.0, 0.3],
+                           "advantage": [1.0, 1.0, -1.0, -1.0, 1.0, -1.0]})
+    bands = clip_bands(tokens, {"narrow": (0.8, 1.2), "wide high": (0.8, 1.3), "wide": (0.5, 1.5)})
+    # narrow cuts 1.25 (A > 0), 0.75 (A < 0), 2.0 and 0.3; the 1.25 with A < 0 sits on the side a clip leaves alone.
+    assert bands["tokens clipped"].tolist() == [4, 3, 2]
+    assert bands.loc["narrow", "clip share"] == pytest.approx(4 / 6)
+    assert bands["clipped by narrow, not here"].tolist() == [0, 1, 2] and bands["clipped, not by narrow"].tolist() == [0, 0, 0]
+    assert bands["tokens between these bounds and narrow's"].tolist() == [0, 2, 3]
+    # With no token between the bounds, differently wide ranges clip exactly the same tokens.
+    far = pd.DataFrame({"ratio": [1.0, 1.01, 3.0, 0.2], "advantage": [1.0, -1.0, 1.0, -1.0]})
+    same = clip_bands(far, {"narrow": (0.8, 1.2), "wide": (0.5, 1.5)})
+    assert same["clip share"].nunique() == 1 and same["tokens between these bounds and narrow's"].eq(0).all()
+    with pytest.raises(ValueError, match="low < 1 < high"):
+        clip_bands(tokens, {"bad": (1.1, 1.2)})

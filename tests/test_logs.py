@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rlnb.logs import entropy_changes, head_tail, series, slope_against_null, tail_means
+from rlnb.logs import completions_generated, entropy_changes, head_tail, series, slope_against_null, tail_means
 from rlnb.world import token_role
 
 
@@ -76,3 +76,12 @@ def test_steps_to_reach_reads_the_first_step_a_rolling_mean_crosses_and_nan_wher
     reached = steps_to_reach(log.sample(frac=1, random_state=0), "accuracy", 0.6, ["run"], window=3)
     assert reached["a"] == 3.0 and np.isnan(reached["b"])  # (0 + 1 + 1) / 3 = 0.67 at step 3; unsorted input
     assert steps_to_reach(log, "accuracy", 0.6, ["run"], window=1)["a"] == 2.0
+
+
+def test_completions_generated_counts_dynamic_samplings_refills():
+    plain = pd.DataFrame({"step": [1, 2], "metric": "loss", "level": None, "value": [0.1, 0.2]})
+    assert completions_generated(plain, [2, 4], per_step=64).tolist() == [128.0, 256.0]
+    refilled = pd.DataFrame({"step": [1, 1, 3, 3], "metric": ["dynamic_sampling/generations", "loss"] * 2,
+                             "level": None, "value": [256.0, 0.1, 384.0, 0.2]})
+    out = completions_generated(refilled, [2, 3, 4], per_step=64)
+    assert out.to_dict() == {2: 256.0, 3: 640.0, 4: 640.0}  # each batch counted on its first step

@@ -93,6 +93,38 @@ def test_the_gspo_clip_sweep_scales_both_ends_of_the_clip_range_and_logs_the_cli
     assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {8}
 
 
+def test_the_learning_rate_sweep_scales_only_the_learning_rate_of_each_method(tmp_path):
+    from rlnb.experiments import grpo_family_config
+
+    sweep = _script("sweep_grpo_family")
+    for labels, job in sweep.lr_jobs(["GRPO", "pass@4"], [0.3, 3.0], [1]):
+        shared = grpo_family_config("ci", labels["method"], 1).to_dict()
+        assert job.config.learning_rate == pytest.approx(shared["learning_rate"] * labels["lr_scale"])
+        assert {k for k, v in job.config.to_dict().items() if v != shared[k]} == {"learning_rate"}
+    out = tmp_path / "grpo_family_lr.csv"
+    sweep.main(["lr", "--methods", "GRPO", "--scales", "3", "--seeds", "0", "--steps", "2", "--problems", "1",
+                "--samples", "2", "--workers", "1", "--out", str(out)])
+    runs = pd.read_csv(out).query("method == 'GRPO'")
+    assert set(runs["lr_scale"]) == {3.0} and runs["learning_rate"].tolist() == pytest.approx([3e-4] * len(runs))
+    committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "grpo_family_lr.csv")
+    assert list(committed.columns) == list(pd.read_csv(out).columns) and set(committed["n"]) == {8}
+
+
+def test_the_compute_sweep_evaluates_every_checkpoint_with_the_completions_generated_by_then(tmp_path):
+    sweep = _script("sweep_grpo_family")
+    out = tmp_path / "grpo_family_compute.csv"
+    sweep.main(["compute", "--methods", "GRPO", "DAPO-DS", "--seeds", "0", "--steps", "4", "--ds-steps", "2",
+                "--every", "2", "--problems", "1", "--samples", "2", "--workers", "1", "--out", str(out)])
+    table = pd.read_csv(out)
+    spent = table.groupby(["method", "step"])["completions"].first()
+    per_step = 4 * 16  # notebook 06's prompts a step x group size
+    assert spent["GRPO"].to_dict() == {2: 2 * per_step, 4: 4 * per_step}
+    assert list(spent["DAPO-DS"].index) == [2] and spent["DAPO-DS"][2] >= 2 * per_step  # refills cost more
+    assert spent["DAPO-DS"][2] % 16 == 0  # whole groups
+    committed = pd.read_csv(PROJECT_ROOT / "data" / "sweeps" / "grpo_family_compute.csv")
+    assert list(committed.columns) == list(table.columns) and set(committed["n"]) == {8}
+
+
 def test_the_entropy_dose_sweep_scales_one_knob_per_intervention_around_notebook_03s_strength(tmp_path):
     from rlnb.experiments import ENTROPY_INTERVENTIONS
 
