@@ -277,6 +277,7 @@ def clip_bands(tokens: pd.DataFrame, ranges: Mapping[str, tuple[float, float]]) 
     Two ranges clip the same tokens exactly when no token's ratio falls between their bounds, which the
     last column counts whatever the advantage: why differently wide ranges can log the same share.
     """
+    import numpy as np
     import pandas as pd
 
     if not ranges:
@@ -297,7 +298,9 @@ def clip_bands(tokens: pd.DataFrame, ranges: Mapping[str, tuple[float, float]]) 
         between = ((ratio >= min(low, first_low)) & (ratio < max(low, first_low))) | \
                   ((ratio > min(high, first_high)) & (ratio <= max(high, first_high)))
         rows.append({"range": name, "low": low, "high": high, "clip share": float(cut.mean()),
-                     "tokens clipped": int(cut.sum()), f"clipped, not by {first_name}": int((cut & ~reference).sum()),
+                     "tokens clipped": int(cut.sum()),
+                     "smallest |log ratio| clipped": float(np.abs(np.log(ratio[cut])).min()) if cut.any() else float("nan"),
+                     f"clipped, not by {first_name}": int((cut & ~reference).sum()),
                      f"clipped by {first_name}, not here": int((reference & ~cut).sum()),
                      f"tokens between these bounds and {first_name}'s": int(between.sum())})
     return pd.DataFrame(rows).set_index("range")

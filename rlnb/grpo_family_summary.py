@@ -91,12 +91,13 @@ def ratio_lines(on_off: pd.DataFrame, clip_log: pd.DataFrame) -> list[str]:
 
 
 def clip_band_line(bands: pd.DataFrame) -> str:
-    """:func:`rlnb.grpo_family.clip_bands`'s table in one line: each range's clipped tokens, and the tokens
-    whose ratio lies between its bounds and the first range's."""
+    """:func:`rlnb.grpo_family.clip_bands`'s table in one line: each range's clipped tokens (the nearest to 1 at
+    what |log ratio|), and the tokens whose ratio lies between its bounds and the first range's."""
     first = bands.index[0]
     between = f"tokens between these bounds and {first}'s"
     return ("- Off-policy token ratios, clipped tokens per range: " + "; ".join(
-        f"{m} ({r['low']:.3f}, {r['high']:.3f}) {int(r['tokens clipped'])} ({r['clip share']:.6f})" for m, r in bands.iterrows())
+        f"{m} ({r['low']:.3f}, {r['high']:.3f}) {int(r['tokens clipped'])} ({r['clip share']:.6f}), the nearest at "
+        f"|log ratio| {r['smallest |log ratio| clipped']:.3f}" for m, r in bands.iterrows())
         + f"; tokens whose ratio lies between a range's bounds and {first}'s: "
         + ", ".join(f"{m} {int(r[between])}" for m, r in bands.iterrows() if m != first) + ".")
 
@@ -175,7 +176,8 @@ def compute_matched(table: pd.DataFrame, pairs: Sequence[tuple[tuple[str, int], 
             out.append({"A": f"{ma} step {sa}", "B": f"{mb} step {sb}", "level": level,
                         "completions A": a.groupby("seed")["completions"].first().mean(),
                         "completions B": b.groupby("seed")["completions"].first().mean(),
-                        "pass@1 A": float(pooled_pass1(a, ["seed"]).mean()), "pass@1 B": float(pooled_pass1(b, ["seed"]).mean()),
+                        "pass@1 A": float(pooled_pass1(a[a["level"] == level], ["seed"]).mean()),
+                        "pass@1 B": float(pooled_pass1(b[b["level"] == level], ["seed"]).mean()),
                         "A - B": d.estimate, "low": d.low, "high": d.high, "resolved": d.resolved})
     return pd.DataFrame(out)
 

@@ -201,13 +201,14 @@ def token_view(rows: list[list[tuple[str, float, bool]]], labels: list[str] | No
 
 def seed_band(
     table: pd.DataFrame, x: str, y: str, hue: str = "run", seed: str = "seed", ax: plt.Axes | None = None,
-    smooth: int = 1, ylabel: str | None = None, xlabel: str | None = None,
+    smooth: int = 1, ylabel: str | None = None, xlabel: str | None = None, colors: Mapping[str, str] | None = None,
 ) -> plt.Axes:
     """Mean over seeds as a line, and the range across seeds (min to max) as a band, per ``hue`` value.
 
     With three seeds a standard-error band would be a guess about a distribution
     we have three draws of; the min-max range shows exactly what the seeds did.
-    ``smooth`` applies a rolling mean along ``x`` to each seed before averaging.
+    ``smooth`` applies a rolling mean along ``x`` to each seed before averaging. Each line takes the
+    series' colour of its ``hue`` value (:func:`run_color`) unless ``colors`` names one for it.
     """
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     data = table.sort_values(x).copy()
@@ -215,7 +216,7 @@ def seed_band(
         data[y] = data.groupby([hue, seed])[y].transform(lambda s: s.rolling(smooth, min_periods=1).mean())
     stats = data.groupby([hue, x], sort=False)[y].agg(["mean", "min", "max", "count"]).reset_index()
     for name, grp in stats.groupby(hue, sort=False):
-        color = run_color(str(name))
+        color = (colors or {}).get(str(name)) or run_color(str(name))
         n_seeds = int(data.loc[data[hue] == name, seed].nunique())
         ax.plot(grp[x], grp["mean"], color=color, label=f"{name} ({n_seeds} seeds)" if n_seeds > 1 else str(name))
         if n_seeds > 1:

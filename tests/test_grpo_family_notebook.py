@@ -138,6 +138,8 @@ def test_clip_bands_count_the_tokens_a_wider_range_lets_through():
     # narrow cuts 1.25 (A > 0), 0.75 (A < 0), 2.0 and 0.3; the 1.25 with A < 0 sits on the side a clip leaves alone.
     assert bands["tokens clipped"].tolist() == [4, 3, 2]
     assert bands.loc["narrow", "clip share"] == pytest.approx(4 / 6)
+    assert bands.loc["narrow", "smallest |log ratio| clipped"] == pytest.approx(math.log(1.25))
+    assert bands.loc["wide", "smallest |log ratio| clipped"] == pytest.approx(math.log(2.0))
     assert bands["clipped by narrow, not here"].tolist() == [0, 1, 2] and bands["clipped, not by narrow"].tolist() == [0, 0, 0]
     assert bands["tokens between these bounds and narrow's"].tolist() == [0, 2, 3]
     # With no token between the bounds, differently wide ranges clip exactly the same tokens.

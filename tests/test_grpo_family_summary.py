@@ -72,8 +72,10 @@ def test_mechanics_lines_quote_their_tables():
     assert "clip share GRPO 0.000, GSPO 0.000" in on and "gradient change GRPO 0.450, GSPO 0.995" in off
     assert norms.endswith("GSPO 0.780 / 0.2300; GSPO's mean clip share on the second step 0.680.")
     bands = pd.DataFrame({"low": [0.8, 0.67], "high": [1.2, 1.49], "clip share": [0.025, 0.025], "tokens clipped": [25, 25],
-                          "tokens between these bounds and GRPO's": [0, 0]}, index=pd.Index(["GRPO", "GMPO"], name="range"))
-    assert clip_band_line(bands).endswith("lies between a range's bounds and GRPO's: GMPO 0.")
+                          "smallest |log ratio| clipped": [0.45, 0.45], "tokens between these bounds and GRPO's": [0, 0]}, index=pd.Index(["GRPO", "GMPO"], name="range"))
+    line = clip_band_line(bands)
+    assert "GMPO (0.670, 1.490) 25 (0.025000), the nearest at |log ratio| 0.450" in line
+    assert line.endswith("lies between a range's bounds and GRPO's: GMPO 0.")
     loss = pd.DataFrame({"median_abs_loss": [0.059], "median |loss summed over a generation batch|": [0.004],
                          "median_grad_norm": [0.66]}, index=["GRPO"])
     assert loss_line(loss).endswith("GRPO 0.059 / 0.004 / 0.660.")
@@ -117,6 +119,7 @@ def test_compute_matched_pairs_checkpoints_and_finds_the_nearest_one():
     out = compute_matched(table, [(("DAPO-DS", 4), ("DAPO", 4)), (("DAPO-DS", 4), ("DAPO", 8))], [3]).set_index("B")
     assert out.loc["DAPO step 4", "A - B"] == pytest.approx(0.5) and out.loc["DAPO step 8", "A - B"] == pytest.approx(0.125)
     assert out.loc["DAPO step 8", "completions A"] == 510.0 and out.loc["DAPO step 8", "completions B"] == 512.0
+    assert out.loc["DAPO step 8", "pass@1 A"] == 0.75 and out.loc["DAPO step 8", "pass@1 B"] == 0.625  # of that level
     assert out["resolved"].all()
     with pytest.raises(KeyError, match="step 12"):
         compute_matched(table, [(("DAPO", 12), ("DAPO", 4))], [3])

@@ -74,3 +74,10 @@ def test_the_check_catches_a_figure_without_a_legend():
     ax.set(xlabel="step", ylabel="loss")
     assert len(_colours(ax)) == 2 and ax.get_legend() is None
     plt.close("all")
+
+
+def test_seed_band_takes_a_colour_per_curve_where_given_and_the_series_colour_otherwise():
+    plt.close("all")
+    ax = plots.seed_band(_log().rename(columns={"value": "entropy"}), "step", "entropy", colors={"DAPO": "#123456"})
+    assert _colours(ax) == {"#123456", plots.run_color("grpo")}
+    plt.close("all")
