@@ -82,18 +82,18 @@ def gspo_clip_jobs(scales: list[float], seeds: list[int], steps: int | None = No
 def lr_jobs(methods: list[str], scales: list[float], seeds: list[int], steps: int | None = None) -> list[tuple[dict, object]]:
     """``(labels, RunJob)`` per (method, learning-rate scale, seed), notebook 06's settings (and steps, unless
     ``steps`` is given) otherwise."""
-    from rlnb.experiments import grpo_family_config
+    from rlnb.experiments import grpo_family_config, grpo_family_job
     from rlnb.seeds import RunJob
 
     length = {} if steps is None else {"max_steps": steps, "save_steps": steps}
     out = []
     for m in methods:
+        shared = grpo_family_config("ci", m).learning_rate
         for scale in scales:
             for s in seeds:
-                lr = grpo_family_config("ci", m, s).learning_rate * scale
-                out.append(({"method": m, "seed": s, "lr_scale": scale, "learning_rate": lr},
-                            RunJob(grpo_family_config("ci", m, s, learning_rate=lr, **length), NOTEBOOK,
-                                   f"lr-{m.lower().replace('@', '-at-')}-x{scale:g}")))
+                job = grpo_family_job("ci", m, s, learning_rate=shared * scale, **length)
+                out.append(({"method": m, "seed": s, "lr_scale": scale, "learning_rate": shared * scale},
+                            RunJob(job.config, NOTEBOOK, f"lr-{job.name}-x{scale:g}")))
     return out
 
 
@@ -101,16 +101,16 @@ def compute_jobs(methods: list[str], seeds: list[int], steps: int, ds_steps: int
                  every: int = CHECKPOINT_EVERY) -> list[tuple[dict, object]]:
     """``(labels, RunJob)`` per (method, seed): DAPO-DS trained ``ds_steps`` (notebook 06's unless given), the
     others ``steps``, with a checkpoint every ``every`` steps, all kept, for evaluation along training."""
-    from rlnb.experiments import CHECKPOINTS_KEPT, grpo_family_config
+    from rlnb.experiments import CHECKPOINTS_KEPT, grpo_family_job
     from rlnb.seeds import RunJob
 
     out = []
     for m in methods:
         length = steps if m != "DAPO-DS" else ds_steps
         for s in seeds:
-            cfg = grpo_family_config("ci", m, s, save_steps=every, grpo=dict(CHECKPOINTS_KEPT),
-                                     **({} if length is None else {"max_steps": length}))
-            out.append(({"method": m, "seed": s}, RunJob(cfg, NOTEBOOK, f"compute-{m.lower()}")))
+            job = grpo_family_job("ci", m, s, save_steps=every, grpo=dict(CHECKPOINTS_KEPT),
+                                  **({} if length is None else {"max_steps": length}))
+            out.append(({"method": m, "seed": s}, RunJob(job.config, NOTEBOOK, f"compute-{job.name}")))
     return out
 
 

@@ -263,7 +263,8 @@ def token_clip_range(cfg: RunConfig) -> tuple[float, float]:
     if grpo.get("importance_sampling_level", "token") != "token" or cfg.loss_type == "cispo":
         raise ValueError("token_clip_range is for token-level clipped ratios: GSPO clips a sequence ratio and CISPO "
                          "truncates its weight")
-    low = float(grpo.get("epsilon", 0.4 if cfg.method == "gmpo" else 0.2))
+    config_class = RecordingGMPOConfig if cfg.method == "gmpo" else RecordingGRPOConfig
+    low = float(grpo.get("epsilon", config_class.__dataclass_fields__["epsilon"].default))
     high = grpo.get("epsilon_high")
     high = low if high is None else float(high)
     return (math.exp(-low), math.exp(high)) if cfg.method == "gmpo" else (1 - low, 1 + high)
